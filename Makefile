@@ -1,0 +1,20 @@
+# The two commands of the README. Both set themselves up on a fresh machine.
+PYTHON ?= python3
+KHRBM_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export KHRBM_DATA_DIR
+
+.PHONY: app test setup setup-test
+app: setup                 ## install, then serve the app and open a browser
+	$(PYTHON) -m panel serve app --show
+
+test: setup-test           ## install (with test extras and Chromium), then run the whole suite
+	$(PYTHON) -m pytest
+
+setup:
+	$(PYTHON) -m pip install -q -e .
+
+setup-test:
+	$(PYTHON) -m pip install -q -e ".[test]"
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
+	  else echo "Chromium is needed for the browser tests: sudo apt-get install chromium"; exit 1; fi; }

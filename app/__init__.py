@@ -1,0 +1,1 @@
+"""The Panel app of khrbm (`panel serve app`): main.py (served per session), views.py, presets.py."""

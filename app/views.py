@@ -1,0 +1,440 @@
+"""Pure view functions: arrays / snapshot pieces -> numbers and HoloViews elements.
+
+Nothing here holds Panel state or talks to a Trainer; ``app/main.py`` feeds these functions from
+``Trainer.snapshot`` through ``hv.streams.Pipe`` so that a redraw only sends new data to the browser.
+The array helpers (``tile_mosaic``, ``tile_boxes``, ``competition_images``, ``change_markers``,
+``status_text``) are what ``tests/test_views.py`` checks value by value.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+
+ARM_COLORS = {"A": "#D55E00", "B": "#0072B2"}   # Okabe-Ito vermillion / blue: one colour per arm
+WEIGHT_CMAP = "RdBu_r"                          # diverging, colour-blind safe
+COUNT_CMAP = "viridis"                          # sequential, colour-blind safe
+MARKER_COLOR = "#555555"
+MAX_TILES = 500                                 # a mosaic shows at most this many hidden units
+NAN = float("nan")
+
+MODE_LABEL = {"off": "plain RBM", "td": "KH_TD", "bu": "KH_BU"}
+
+
+# --------------------------------------------------------------------------------------------
+# arrays
+# --------------------------------------------------------------------------------------------
+def grid_shape(n: int, cols: int | None = None) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid holding ``n`` tiles, filled row by row."""
+    n = max(int(n), 1)
+    if cols is None:
+        cols = math.ceil(math.sqrt(n))
+    cols = max(1, min(int(cols), n))
+    return math.ceil(n / cols), cols
+
+
+def scale_tiles(tiles: np.ndarray) -> np.ndarray:
+    """Each row divided by its own max |value| (a zero row stays zero): values land in [-1, 1]."""
+    tiles = np.asarray(tiles, dtype=np.float64)
+    peak = np.abs(tiles).max(axis=1, keepdims=True) if tiles.size else np.zeros((tiles.shape[0], 1))
+    return np.divide(tiles, peak, out=np.zeros_like(tiles), where=peak > 0)
+
+
+def tile_mosaic(tiles: np.ndarray, image_shape: Sequence[int], cols: int | None = None, gap: int = 1,
+                fill: float = NAN) -> tuple[np.ndarray, tuple[int, int]]:
+    """Lay out ``tiles`` (n x h*w) as a grid image; tile i goes to row i // cols, column i % cols.
+
+    Returns ``(mosaic, (rows, cols))``; the mosaic is ``rows*(h+gap)-gap`` by ``cols*(w+gap)-gap``,
+    row 0 of the array is the top row, and the gaps and unused cells hold ``fill``.
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    tiles = np.asarray(tiles, dtype=np.float64).reshape(-1, h * w)
+    n = tiles.shape[0]
+    rows, cols = grid_shape(n, cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), fill, dtype=np.float64)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[i].reshape(h, w)
+    return out, (rows, cols)
+
+
+def tile_boxes(n: int, image_shape: Sequence[int], cols: int, gap: int = 1) -> np.ndarray:
+    """Plot-coordinate boxes (x0, y0, x1, y1) of the ``n`` tiles of a mosaic made by ``tile_mosaic``.
+
+    The mosaic is drawn with its lower-left corner at (0, 0) and one unit per pixel, so tile i
+    covers x in [c*(w+gap), c*(w+gap)+w] and y in [H - r*(h+gap) - h, H - r*(h+gap)].
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    rows = math.ceil(max(n, 1) / cols)
+    height = rows * (h + gap) - gap
+    idx = np.arange(n)
+    r, c = np.divmod(idx, cols)
+    x0 = c * (w + gap)
+    y1 = height - r * (h + gap)
+    return np.stack([x0, y1 - h, x0 + w, y1], axis=1).astype(np.float64)
+
+
+def receptive_fields(W: np.ndarray, n_pixels: int, image_shape: Sequence[int], max_units: int = MAX_TILES,
+                     gap: int = 1) -> dict:
+    """Mosaic of hidden units' receptive fields W[:n_pixels, j], each tile scaled to [-1, 1]."""
+    W = np.asarray(W)
+    m = min(W.shape[1], max_units)
+    tiles = W[:n_pixels, :m].T
+    peak = np.abs(tiles).max(axis=1) if tiles.size else np.zeros(0)
+    mosaic, (rows, cols) = tile_mosaic(scale_tiles(tiles), image_shape, gap=gap)
+    return {"mosaic": mosaic.astype(np.float32), "rows": rows, "cols": cols, "n_units": W.shape[1],
+            "shown": m, "boxes": tile_boxes(m, image_shape, cols, gap), "peak": peak}
+
+
+def probe_mosaic(rows: Sequence[np.ndarray], image_shape: Sequence[int], max_cols: int = 8,
+                 gap: int = 1) -> np.ndarray:
+    """Stack of image rows (input, reconstruction A, reconstruction B ...) each showing the first
+    ``max_cols`` probe images side by side; values stay as given (probabilities in [0, 1])."""
+    blocks = []
+    for arr in rows:
+        arr = np.asarray(arr, dtype=np.float64)[:max_cols]
+        blocks.append(arr)
+    n = min(len(b) for b in blocks) if blocks else 0
+    tiles = np.concatenate([b[:n] for b in blocks], axis=0) if n else np.zeros((0, int(np.prod(image_shape))))
+    mosaic, _ = tile_mosaic(tiles, image_shape, cols=max(n, 1), gap=gap)
+    return mosaic.astype(np.float32)
+
+
+def competition_images(win_counts: np.ndarray, inhibit_counts: np.ndarray, n_pixels: int,
+                       image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """TD mode: per-visible-unit counts reshaped to images (label units, if any, are dropped)."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    wins = np.asarray(win_counts, dtype=np.float64)[:n_pixels].reshape(h, w)
+    inh = np.asarray(inhibit_counts, dtype=np.float64)[:n_pixels].reshape(h, w)
+    return wins, inh
+
+
+def change_markers(changes: Iterable, x: str = "epoch") -> np.ndarray:
+    """Sorted distinct positions (``x`` = 'epoch' or 'step') of the setting changes.
+
+    One change applied to both arms is logged once per arm; it is one marker. Two changes at the
+    same step (two fields) are also one marker position.
+    """
+    pos = sorted({float(getattr(c, x)) for c in changes})
+    return np.asarray(pos, dtype=np.float64)
+
+
+def count_changes(changes: Iterable) -> int:
+    """Distinct changes a person made: same (step, field, new value) in both arms counts once."""
+    return len({(c.step, c.field, repr(c.new)) for c in changes})
+
+
+def describe_change(c) -> str:
+    return f"step {c.step:,} (epoch {c.epoch:.2f}): {c.field} {c.old} → {c.new}"
+
+
+def arm_label(name: str, config) -> str:
+    mode = MODE_LABEL.get(getattr(config, "kh_mode", "off"), "?")
+    return f"{name} · {mode}"
+
+
+def fmt_rate(x: float) -> str:
+    if not x or not math.isfinite(x):
+        return "–"
+    return f"{x:,.0f}"
+
+
+def status_text(snapshot) -> str:
+    """One line: state · epoch · samples/s · ε (for the KH arm) · step."""
+    arms = snapshot.arms
+    a = arms[0] if arms else None
+    parts = [snapshot.state]
+    if a is not None:
+        parts.append(f"epoch {a.epoch:.2f} / {a.config.epochs}")
+        parts.append(f"step {a.step:,}")
+    if snapshot.state == "running" or (snapshot.samples_per_s or 0) > 0:
+        parts.append(f"{fmt_rate(snapshot.samples_per_s)} samples/s")
+    if a is not None and a.config.kh_mode != "off":
+        parts.append(f"ε={a.eps:.3g}")
+    return " · ".join(parts)
+
+
+def history_arrays(history: dict, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) from a history dict of 1-D arrays, dropping non-finite y."""
+    if not history or y not in history or x not in history:
+        return np.zeros(0), np.zeros(0)
+    xs = np.asarray(history[x], dtype=np.float64)
+    ys = np.asarray(history[y], dtype=np.float64)
+    n = min(len(xs), len(ys))
+    xs, ys = xs[:n], ys[:n]
+    ok = np.isfinite(ys) & np.isfinite(xs)
+    return xs[ok], ys[ok]
+
+
+def history_csv(arms) -> str:
+    """Metric history of every arm as CSV (one row per evaluation, column 'arm' first)."""
+    keys = ["step", "epoch", "eps", "val_mse", "val_ce", "train_mse", "train_ce", "accuracy", "overlap"]
+    lines = ["arm,kh_mode," + ",".join(keys)]
+    for arm in arms:
+        hist = arm.history or {}
+        n = max((len(hist.get(k, ())) for k in keys), default=0)
+        for i in range(n):
+            vals = []
+            for k in keys:
+                col = hist.get(k)
+                v = col[i] if col is not None and i < len(col) else float("nan")
+                vals.append(str(int(v)) if k == "step" else repr(float(v)))
+            lines.append(f"{arm.name},{arm.config.kh_mode}," + ",".join(vals))
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Bokeh views: each builds its figure once (per structure: arms, M, task, KH mode) and afterwards only
+# replaces its ColumnDataSource data, so a redraw sends numbers, not a new plot. (HoloViews
+# DynamicMaps were measured here at ~60 ms of server time per plot update; these take a few ms.)
+# --------------------------------------------------------------------------------------------
+FONT = {"title": "12.5px", "axis": "11.5px", "ticks": "10.5px"}
+
+
+def frame_size(h: int, w: int, frame: int) -> dict:
+    """frame_width / frame_height keeping one data unit square, the longer side ``frame`` pixels."""
+    h, w = max(int(h), 1), max(int(w), 1)
+    if w >= h:
+        return {"frame_width": frame, "frame_height": max(20, round(frame * h / w))}
+    return {"frame_width": max(20, round(frame * w / h)), "frame_height": frame}
+
+
+def _palettes():
+    from bokeh.palettes import Greys256, RdBu11, Viridis256, interp_palette
+    return {"weights": interp_palette(RdBu11, 255), "counts": Viridis256, "grey": Greys256[::-1]}
+
+
+def _figure(title: str, **kw):
+    from bokeh.plotting import figure
+    fig = figure(title=title, toolbar_location=None, tools="", **kw)
+    fig.title.text_font_size = FONT["title"]
+    fig.title.text_font_style = "bold"
+    fig.min_border_left = fig.min_border_right = 4
+    fig.background_fill_color = "#ffffff"
+    fig.outline_line_color = "#cccccc"
+    for ax in (*fig.xaxis, *fig.yaxis):
+        ax.axis_label_text_font_size = FONT["axis"]
+        ax.axis_label_text_font_style = "normal"
+        ax.major_label_text_font_size = FONT["ticks"]
+    return fig
+
+
+def _hide_axes(fig):
+    fig.xaxis.visible = False
+    fig.yaxis.visible = False
+    fig.xgrid.visible = False
+    fig.ygrid.visible = False
+
+
+def _colorbar(fig, mapper, title):
+    from bokeh.models import ColorBar
+    bar = ColorBar(color_mapper=mapper, title=title, width=8, title_text_font_size="10px",
+                   title_text_font_style="normal", major_label_text_font_size="10px", padding=3)
+    fig.add_layout(bar, "right")
+    return bar
+
+
+class MosaicView:
+    """Receptive fields of the hidden units: tile j is W[:n_pixels, j] / max|W[:n_pixels, j]|."""
+
+    def __init__(self, title: str, n_units: int, image_shape: Sequence[int], frame: int = 250, gap: int = 1):
+        from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
+        self.image_shape, self.gap = tuple(image_shape), gap
+        m = min(int(n_units), MAX_TILES)
+        rows, cols = grid_shape(m)
+        h, w = self.image_shape
+        self.H, self.W = rows * (h + gap) - gap, cols * (w + gap) - gap
+        self.image = ColumnDataSource({"image": [np.full((self.H, self.W), np.nan, np.float32)]})
+        boxes = tile_boxes(m, image_shape, cols, gap)
+        self.boxes = ColumnDataSource({"left": boxes[:, 0], "bottom": boxes[:, 1], "right": boxes[:, 2],
+                                       "top": boxes[:, 3], "unit": np.arange(m), "wins": ["–"] * m,
+                                       "inhibited": ["–"] * m, "maxw": np.zeros(m)})
+        self.fig = fig = _figure(title, x_range=(0, self.W), y_range=(0, self.H), **frame_size(self.H, self.W, frame))
+        _hide_axes(fig)
+        mapper = LinearColorMapper(palette=_palettes()["weights"], low=-1, high=1, nan_color="#f2f2f2")
+        fig.image(image="image", x=0, y=0, dw=self.W, dh=self.H, source=self.image, color_mapper=mapper)
+        quads = fig.quad(left="left", right="right", bottom="bottom", top="top", source=self.boxes, fill_alpha=0,
+                         line_alpha=0, hover_fill_alpha=0.12, hover_fill_color="black", hover_line_alpha=1,
+                         hover_line_color="black")
+        fig.add_tools(HoverTool(renderers=[quads], tooltips=[("hidden unit", "@unit"), ("wins (BU)", "@wins"),
+                                                            ("inhibited (BU)", "@inhibited"),
+                                                            ("max |w|", "@maxw{0.000}")]))
+        _colorbar(fig, mapper, "w / max|w| of the tile")
+        self.n_tiles = m
+
+    def update(self, W: np.ndarray, n_pixels: int, wins=None, inhibited=None, title: str | None = None):
+        rf = receptive_fields(W, n_pixels, self.image_shape, max_units=self.n_tiles, gap=self.gap)
+        self.image.data = {"image": [np.flipud(rf["mosaic"])]}     # Bokeh draws row 0 at the bottom
+        m = self.n_tiles
+        patch = {"maxw": rf["peak"][:m]}
+        if wins is not None and len(wins) >= m:
+            patch["wins"] = [str(int(v)) for v in np.asarray(wins)[:m]]
+            patch["inhibited"] = [str(int(v)) for v in np.asarray(inhibited)[:m]]
+        else:
+            patch["wins"] = patch["inhibited"] = ["n/a in TD / off"] * m
+        self.boxes.data = {**dict(self.boxes.data), **patch}
+        if title is not None:
+            self.fig.title.text = title
+
+
+class ImageView:
+    """One image with a colour bar: TD win / inhibition counts (viridis) or probe reconstructions (grey)."""
+
+    def __init__(self, title: str, shape: Sequence[int], kind: str, bar_title: str, frame: int = 150,
+                 row_labels: Sequence[tuple[float, str]] | None = None, hover: str = "value"):
+        from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper
+        h, w = int(shape[0]), int(shape[1])
+        self.shape = (h, w)
+        pal = _palettes()["counts" if kind == "counts" else "grey"]
+        self.mapper = LinearColorMapper(palette=pal, low=0, high=1, nan_color="#ffffff")
+        self.kind = kind
+        self.src = ColumnDataSource({"image": [np.zeros((h, w), np.float32)]})
+        self.fig = fig = _figure(title, x_range=(0, w), y_range=(0, h), **frame_size(h, w, frame))
+        fig.image(image="image", x=0, y=0, dw=w, dh=h, source=self.src, color_mapper=self.mapper)
+        fig.add_tools(HoverTool(tooltips=[(hover, "@image{0.[00]}")]))
+        _hide_axes(fig)
+        if row_labels:
+            fig.yaxis.visible = True
+            fig.yaxis.ticker = FixedTicker(ticks=[t for t, _ in row_labels])
+            fig.yaxis.major_label_overrides = {t: lab for t, lab in row_labels}
+            fig.yaxis.major_tick_line_color = None
+            fig.yaxis.axis_line_color = None
+        _colorbar(fig, self.mapper, bar_title)
+
+    def update(self, image: np.ndarray, title: str | None = None):
+        img = np.asarray(image, dtype=np.float32)
+        self.src.data = {"image": [np.flipud(img)]}
+        if self.kind == "counts":
+            self.mapper.high = max(float(np.nanmax(img)) if img.size else 0.0, 1.0)
+        if title is not None:
+            self.fig.title.text = title
+
+
+class BarsView:
+    """BU competition: wins (up, arm colour) and inhibitions (down, grey) of every hidden unit."""
+
+    def __init__(self, title: str, n_units: int, color: str, width: int = 390, height: int = 280):
+        from bokeh.models import ColumnDataSource, HoverTool
+        m = int(n_units)
+        self.src = ColumnDataSource({"unit": np.arange(m), "wins": np.zeros(m), "neg": np.zeros(m),
+                                     "inhibited": np.zeros(m)})
+        self.fig = fig = _figure(title, width=width, height=height, x_range=(-0.5, m - 0.5))
+        up = fig.vbar(x="unit", top="wins", width=0.8, source=self.src, color=color, line_alpha=0)
+        down = fig.vbar(x="unit", top="neg", width=0.8, source=self.src, color="#8c8c8c", line_alpha=0)
+        fig.add_tools(HoverTool(renderers=[up, down], tooltips=[("hidden unit", "@unit"), ("wins", "@wins"),
+                                                               ("inhibited", "@inhibited")]))
+        fig.xaxis.axis_label = "hidden unit j"
+        fig.yaxis.axis_label = "count (wins ↑, inhibited ↓)"
+        for ax in (*fig.xaxis, *fig.yaxis):
+            ax.axis_label_text_font_size = FONT["axis"]
+            ax.axis_label_text_font_style = "normal"
+
+    def update(self, wins, inhibited):
+        w = np.asarray(wins, dtype=np.float64)
+        i = np.asarray(inhibited, dtype=np.float64)
+        self.src.data = {"unit": np.arange(len(w)), "wins": w, "neg": -i, "inhibited": i}
+
+
+class CurvesView:
+    """Curves vs step or epoch, optional twin right axis, and a dotted vertical line at every change.
+
+    ``series``: list of dicts with key, label, color, dash ('solid'/'dashed'), axis ('left'/'right').
+    """
+
+    def __init__(self, title: str, xlabel: str, ylabel: str, series: Sequence[dict], width: int = 345,
+                 height: int = 205, ylabel_right: str | None = None, now_point: str | None = None):
+        from bokeh.models import ColumnDataSource, HoverTool, LinearAxis, Range1d
+        # ranges are set from the data on every update (no client-side auto-ranging of empty plots)
+        self.fig = fig = _figure(title, width=width, height=height, x_range=Range1d(0, 1), y_range=Range1d(0, 1))
+        fig.xaxis.axis_label = xlabel
+        fig.yaxis.axis_label = ylabel
+        self.sources, self.axis_of = {}, {}
+        renderers = []
+        if ylabel_right:
+            fig.extra_y_ranges = {"right": Range1d(0, 1)}
+            ax = LinearAxis(y_range_name="right", axis_label=ylabel_right)
+            ax.axis_label_text_font_size = FONT["axis"]
+            ax.axis_label_text_font_style = "normal"
+            ax.major_label_text_font_size = FONT["ticks"]
+            fig.add_layout(ax, "right")
+        for s in series:
+            src = ColumnDataSource({"x": [], "y": []})
+            side = "right" if s.get("axis") == "right" and ylabel_right else "left"
+            kw = {"y_range_name": "right"} if side == "right" else {}
+            r = fig.line("x", "y", source=src, color=s["color"], line_width=2, line_dash=s.get("dash", "solid"),
+                         name=s["label"], **kw)
+            renderers.append(r)
+            self.sources[s["key"]] = src
+            self.axis_of[s["key"]] = side
+        self.now = None
+        if now_point and ylabel_right:
+            self.now = ColumnDataSource({"x": [], "y": []})
+            fig.scatter("x", "y", source=self.now, size=7, color=now_point, y_range_name="right")
+        self.markers = ColumnDataSource({"x": []})
+        fig.vspan(x="x", source=self.markers, line_color=MARKER_COLOR, line_dash="dotted", line_width=1.5)
+        fig.add_tools(HoverTool(renderers=renderers, tooltips=[("", "$name"), (xlabel, "@x{0,0.[00]}"),
+                                                              ("value", "@y{0.[0000]}")]))
+
+    def update(self, data: dict, markers=(), now=None, title: str | None = None):
+        xs, ys = [], {"left": [], "right": []}
+        for key, (x, y) in data.items():
+            if key in self.sources:
+                x = np.asarray(x, np.float64)
+                y = np.asarray(y, np.float64)
+                self.sources[key].data = {"x": x, "y": y}
+                xs.append(x)
+                ys[self.axis_of[key]].append(y)
+        m = np.asarray(markers, np.float64)
+        if len(m) != len(self.markers.data["x"]) or not np.array_equal(m, self.markers.data["x"]):
+            self.markers.data = {"x": m}
+        if self.now is not None and now is not None:
+            self.now.data = {"x": [float(now[0])], "y": [float(now[1])]}
+            xs.append(np.array([float(now[0])]))
+            ys["right"].append(np.array([float(now[1])]))
+        xs.append(m)
+        lo, hi = axis_range(xs + [np.zeros(1)], pad=0.0)              # x starts at 0 (step / epoch 0)
+        hi = max(hi, lo + 1.0)
+        set_range(self.fig.x_range, (lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo)))
+        set_range(self.fig.y_range, axis_range(ys["left"]))
+        if "right" in self.fig.extra_y_ranges:
+            set_range(self.fig.extra_y_ranges["right"], axis_range(ys["right"], zero=True))
+        if title is not None and self.fig.title.text != title:
+            self.fig.title.text = title
+
+
+def axis_range(arrays, pad: float = 0.06, zero: bool = False) -> tuple[float, float]:
+    """(lo, hi) covering the finite values of ``arrays`` with ``pad`` of the span added on both sides;
+    (0, 1) when there is nothing to show; ``zero`` includes 0."""
+    vals = [np.asarray(a, np.float64).ravel() for a in arrays]
+    vals = [v[np.isfinite(v)] for v in vals]
+    vals = [v for v in vals if v.size]
+    if not vals:
+        return (0.0, 1.0)
+    lo = min(float(v.min()) for v in vals)
+    hi = max(float(v.max()) for v in vals)
+    if zero:
+        lo = min(lo, 0.0)
+    if hi - lo < 1e-12:
+        d = abs(hi) * 0.05 or 0.5
+        return (lo - d, hi + d)
+    d = (hi - lo) * pad
+    return (lo - d, hi + d)
+
+
+def set_range(rng, lo_hi):
+    lo, hi = lo_hi
+    if rng.start != lo or rng.end != hi:
+        rng.update(start=lo, end=hi)
+
+
+def placeholder_figure(title: str, lines: Sequence[str], width: int = 330, height: int = 285):
+    """An empty plot area with a short explanation (e.g. Compare off, KH off)."""
+    from bokeh.models import Label
+    fig = _figure(title, width=width, height=height, x_range=(0, 1), y_range=(0, 1))
+    _hide_axes(fig)
+    fig.outline_line_color = "#dddddd"
+    for i, line in enumerate(lines):
+        fig.add_layout(Label(x=0.5, y=0.62 - 0.1 * i, text=line, text_align="center", text_font_size="12px",
+                             text_color="#555555"))
+    return fig

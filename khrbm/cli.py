@@ -1,0 +1,213 @@
+"""Command line: ``khrbm train`` (headless runs, resumable) and ``khrbm data fetch|status``.
+
+Every ``RunConfig`` field is a flag (``--n-hidden 100``, ``--kh-mode td`` …), generated from
+``config.FIELDS``; ``--config run.json`` supplies a base that flags override.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .config import FIELDS, ConfigError, RunConfig
+
+EXIT_BAD_INPUT = 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="khrbm", description="KH-modulated RBM laboratory")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train one model headless, writing metrics and a checkpoint",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--config", type=Path, help="JSON file of config fields (flags override it)")
+    train.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory")
+    train.add_argument("--resume", type=Path, help="checkpoint .npz to continue from (bit for bit)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = train.add_argument_group("run config (see SPEC.md)")
+    for f in FIELDS:
+        kind = _parse_bool if f.kind is bool else f.kind
+        if f.optional:
+            kind = _optional(kind)
+        extra = f" (one of: {', '.join(f.choices)})" if f.choices else ""
+        group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None,
+                           metavar=f.name.upper(), help=f"{f.help}{extra} [default: {f.default}]")
+
+    data = sub.add_parser("data", help="datasets: where they are, fetching them")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download a dataset into the cache (SHA-256 verified)")
+    fetch.add_argument("name", choices=("mnist", "kmnist", "fashion-mnist"))
+    fetch.add_argument("--dest", type=Path, help="directory to write into (default: the user cache)")
+    data_sub.add_parser("status", help="which datasets are available, and from where")
+    return parser
+
+
+def config_from_args(args, base: RunConfig | None = None) -> RunConfig:
+    """``--config`` (else ``base``, else the defaults), overridden by every flag given."""
+    base = RunConfig.load(args.config) if args.config else (base or RunConfig())
+    changes = {f.name: getattr(args, f.name) for f in FIELDS if getattr(args, f.name) is not None}
+    return base.replace(**changes)
+
+
+def _fail(message: str) -> int:
+    print(f"khrbm: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "data":
+        return data_command(args)
+    return train_command(args)
+
+
+def data_command(args) -> int:
+    from . import data
+    if args.data_command == "status":
+        for name in data.DATASETS:
+            ok, message = data.dataset_status(name)
+            print(f"{'ok ' if ok else '-- '} {message}")
+        return 0
+    try:
+        path = data.fetch(args.name, dest=args.dest)
+    except data.DataError as exc:
+        return _fail(str(exc))
+    print(f"{args.name}: ready in {path}")
+    return 0
+
+
+def train_command(args) -> int:
+    from .data import DataError
+    from .run import CheckpointError, Run, history_json, read_checkpoint
+
+    try:
+        if args.resume:
+            saved = RunConfig.from_json(str(read_checkpoint(args.resume)["config_json"]))
+            cfg = config_from_args(args, base=saved)
+            run = Run.load(args.resume, config=cfg)
+        else:
+            cfg = config_from_args(args)
+            run = Run(cfg)
+    except (ConfigError, CheckpointError, DataError) as exc:
+        return _fail(str(exc))
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json() + "\n")
+    if run.dataset.notice:
+        print(f"note: {run.dataset.notice}", file=sys.stderr)
+    warmup = getattr(run.stepper, "warmup", None)
+    if warmup:
+        print("compiling kernels (cached after the first time)…", file=sys.stderr)
+        warmup()
+    if run.step == 0 and not run.history:
+        run.evaluate()
+    total = cfg.epochs * run.batches_per_epoch
+    start_step, train_seconds = run.step, 0.0
+    stop = _InterruptFlag()
+    with stop:
+        while run.step < total:
+            epoch = run.step // run.batches_per_epoch
+            bar = _progress(args, run, epoch, cfg.epochs)
+            t0 = time.perf_counter()
+            while run.step < (epoch + 1) * run.batches_per_epoch and not stop.requested:
+                run.train_batch()
+                if bar:
+                    bar.update(1)
+            train_seconds += time.perf_counter() - t0
+            if bar:
+                bar.close()
+            if stop.requested:
+                run.save(out / "checkpoint.npz")
+                print(f"interrupted at step {run.step}; resume with --resume {out / 'checkpoint.npz'}",
+                      file=sys.stderr)
+                return 130
+            if not run.is_finite():
+                run.save(out / "checkpoint.npz")
+                return _fail(f"weights became NaN/inf in epoch {epoch + 1}; std init with a large eps0 or "
+                             f"lr often diverges. Lower them (checkpoint of the diverged state in {out})")
+            point = run.evaluate()
+            _write_metrics(out, run.history, history_json)
+            run.save(out / "checkpoint.npz")
+            print(_summary(epoch + 1, cfg.epochs, point), file=sys.stderr)
+    final = run.history[-1]
+    samples = (run.step - start_step) * cfg.batch_size
+    result = {"config": cfg.to_dict(), "final": _clean(final), "steps": run.step,
+              "train_seconds_this_session": round(train_seconds, 3),
+              "samples_per_second": round(samples / train_seconds, 1) if train_seconds > 0 else None}
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(_clean(final)))
+    return 0
+
+
+class _InterruptFlag:
+    """Ctrl-C (SIGINT) sets ``requested``; the loop stops after the current minibatch and saves."""
+
+    requested = False
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+def _progress(args, run, epoch, epochs):
+    if args.no_progress:
+        return None
+    from tqdm import tqdm
+    done = run.step - epoch * run.batches_per_epoch
+    return tqdm(total=run.batches_per_epoch, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                leave=False, file=sys.stderr)
+
+
+def _summary(epoch, epochs, point) -> str:
+    parts = [f"epoch {epoch}/{epochs}", f"val MSE/pixel {point['val_mse']:.4f}", f"val CE {point['val_ce']:.4f}"]
+    if not math.isnan(point["accuracy"]):
+        parts.append(f"accuracy {100 * point['accuracy']:.2f}%")
+    parts += [f"overlap {point['overlap']:.3f}", f"ε {point['eps']:.4g}"]
+    return " · ".join(parts)
+
+
+def _clean(point: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in point.items()}
+
+
+def _write_metrics(out: Path, history: list[dict], history_json) -> None:
+    (out / "metrics.json").write_text(history_json(history) + "\n")
+    with open(out / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

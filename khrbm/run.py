@@ -1,0 +1,298 @@
+"""One model's training state: data, parameters, step counter, histories. Not threaded.
+
+A run is a pure function of its :class:`RunConfig` (seed included): minibatch order of epoch e is
+``rng.generator(seed, ORDER, e).permutation(n_train)``, step t draws from ``rng.stream(seed, t)``, and the
+evaluation at step t from ``rng.stream(seed, EVAL, t)``. So a run restored from a checkpoint continues
+bit for bit. The CLI drives a Run directly; the threaded :class:`khrbm.trainer.Trainer` drives one or two.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics, rng
+from .config import FIELD, LIVE_FIELDS, ConfigError, RunConfig
+from .data import Dataset, load_dataset
+from .kernels import make_stepper
+from .probe import xi_probe
+from .rbm import Params, init_params, sigmoid
+from .step import StepResult, StepSettings
+
+ORDER = 0x0D3E       # purpose id: minibatch order of an epoch
+EVAL = 0xE7A1        # purpose id: random numbers of an evaluation
+PROBE = 0x9B0E       # purpose id: random numbers of a ξ probe
+HISTORY_KEYS = ("step", "epoch", "eps", "val_mse", "val_ce", "train_mse", "train_ce", "accuracy", "overlap")
+XI_KEYS = ("step", "ratio", "cosine")
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or does not fit the run it is loaded into."""
+
+
+class Run:
+    """Training state of one (c)RBM on one dataset, advanced one minibatch at a time."""
+
+    def __init__(self, config: RunConfig, dataset: Dataset | None = None, stepper=None):
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
+        if self.dataset.name != config.dataset:
+            raise ConfigError("dataset", f"run is configured for {config.dataset!r} but got {self.dataset.name!r}")
+        self.n_pixels = self.dataset.x_train.shape[1]
+        self.n_labels = self.dataset.n_classes if config.task == "classification" else 0
+        n_train = len(self.dataset.x_train) if config.train_size is None else min(config.train_size,
+                                                                                    len(self.dataset.x_train))
+        self.n_train = n_train
+        self.batches_per_epoch = math.ceil(n_train / config.batch_size)
+        self.config = config
+        self._check_ell(config)
+        self.dtype = np.dtype(config.dtype)
+        self.params = init_params(self.n_visible, config.n_hidden, config.init, config.seed, self.dtype)
+        self.stepper = stepper or make_stepper(config.backend, self.n_visible, config.n_hidden,
+                                               config.batch_size, self.dtype)
+        self.step = 0
+        self.chain: np.ndarray | None = None
+        self.history: list[dict] = []
+        self.xi_history: list[dict] = []
+        self.win_counts = {"td": np.zeros(self.n_visible, np.int64), "bu": np.zeros(config.n_hidden, np.int64)}
+        self.inhibit_counts = {m: np.zeros_like(c) for m, c in self.win_counts.items()}
+        self._order_epoch = -1
+        self._order = None
+
+    # --- shapes and data ------------------------------------------------------------------------
+    @property
+    def n_visible(self) -> int:
+        return self.n_pixels + self.n_labels
+
+    @property
+    def epoch(self) -> float:
+        return self.step / self.batches_per_epoch
+
+    def visible(self, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+        """The visible vectors of images x (and, for the cRBM, their one-hot labels y) in the run's dtype."""
+        V = np.zeros((len(x), self.n_visible), self.dtype)
+        V[:, : self.n_pixels] = x
+        if self.n_labels:
+            V[np.arange(len(x)), self.n_pixels + y] = 1
+        return V
+
+    def split(self, split: str = "val", n: int | None = None):
+        d = self.dataset
+        x, y = (d.x_val, d.y_val) if split == "val" else (d.x_train[: self.n_train], d.y_train[: self.n_train])
+        limit = self.config.val_size if split == "val" else None
+        for cap in (limit, n):
+            if cap is not None:
+                x, y = x[:cap], y[:cap]
+        return x, y
+
+    def _batch_indices(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.batches_per_epoch)
+        if epoch != self._order_epoch:
+            self._order = rng.generator(self.config.seed, ORDER, epoch).permutation(self.n_train)
+            self._order_epoch = epoch
+        B = self.config.batch_size
+        return self._order[i * B:(i + 1) * B]
+
+    # --- training ---------------------------------------------------------------------------------
+    def settings(self) -> StepSettings:
+        return StepSettings.from_config(self.config, self.epoch, self.n_labels)
+
+    def train_batch(self) -> StepResult:
+        """One minibatch: KH modulation (if active), then the CD/PCD step (Eq. 9)."""
+        idx = self._batch_indices(self.step)
+        X = self.visible(self.dataset.x_train[idx], self.dataset.y_train[idx])
+        st = self.settings()
+        chain = None
+        if st.persistent:
+            if self.chain is None or len(self.chain) != len(X):
+                self.chain = X.copy() if self.chain is None else self._resize_chain(len(X))
+            chain = self.chain
+        key = rng.stream(self.config.seed, self.step)
+        if self.config.probe_every and st.kh_active and self.step % self.config.probe_every == 0:
+            ratio, cosine = xi_probe(X, self.params, st, rng.stream(self.config.seed, PROBE, self.step),
+                                     self.config.probe_trials, chain)
+            self.xi_history.append({"step": self.step, "ratio": ratio, "cosine": cosine})
+        result = self.stepper.step(self.params, X, st, key, chain)
+        if st.persistent:
+            self.chain = np.array(result.chain, self.dtype, copy=True)
+        if result.ranked is not None:
+            self._count(st, result.ranked)
+        self.step += 1
+        return result
+
+    def _resize_chain(self, n: int) -> np.ndarray:
+        reps = -(-n // len(self.chain))
+        return np.tile(self.chain, (reps, 1))[:n].copy()
+
+    def _count(self, st: StepSettings, ranked: np.ndarray):
+        K = len(self.win_counts[st.kh_mode])
+        self.win_counts[st.kh_mode] += np.bincount(ranked[:, 0], minlength=K)
+        inhibited = ranked[:, 1:] if st.ell_band else ranked[:, -1]
+        self.inhibit_counts[st.kh_mode] += np.bincount(np.ravel(inhibited), minlength=K)
+
+    def train_epoch(self, progress=None):
+        """Finish the current epoch (all of it, from a whole-epoch boundary)."""
+        end = (self.step // self.batches_per_epoch + 1) * self.batches_per_epoch
+        while self.step < end:
+            self.train_batch()
+            if progress is not None:
+                progress(1)
+
+    def update(self, **changes) -> dict:
+        """Change live settings (next minibatch on). Returns {field: (old, new)} of what changed."""
+        for name in changes:
+            if name not in FIELD:
+                raise ConfigError(name, "unknown field")
+            if name not in LIVE_FIELDS:
+                raise ConfigError(name, "changes the model and needs a reset")
+        new = self.config.replace(**changes)
+        self._check_ell(new)
+        diff = {n: (getattr(self.config, n), getattr(new, n)) for n in changes
+                if getattr(self.config, n) != getattr(new, n)}
+        self.config = new
+        return diff
+
+    def _check_ell(self, cfg: RunConfig):
+        if cfg.kh_mode == "off":
+            return
+        K = self.n_visible if cfg.kh_mode == "td" else cfg.n_hidden
+        if cfg.ell >= K:
+            raise ConfigError("ell", f"must be below the {K} postsynaptic units of mode {cfg.kh_mode}, got {cfg.ell}")
+
+    def is_finite(self) -> bool:
+        p = self.params
+        return bool(np.isfinite(p.W).all() and np.isfinite(p.a).all() and np.isfinite(p.b).all())
+
+    # --- evaluation -------------------------------------------------------------------------------
+    def reconstruct(self, V: np.ndarray) -> np.ndarray:
+        """Mean-field reconstruction σ(σ(VW+b)Wᵀ+a) of visible vectors (for display)."""
+        p = self.params
+        return sigmoid(sigmoid(V @ p.W + p.b) @ p.W.T + p.a)
+
+    def evaluate(self, n: int | None = None, splits=("val", "train")) -> dict:
+        """Metrics at the current step on the first n images of each split; appended to ``history``."""
+        point = {"step": self.step, "epoch": self.epoch,
+                 "eps": self.settings().eps}
+        for split in ("val", "train"):
+            mse = ce = acc = math.nan
+            if split in splits:
+                x, y = self.split(split, n)
+                V = self.visible(x, y)
+                key = rng.stream(self.config.seed, EVAL, self.step, split == "train")
+                mse = metrics.reconstruction_mse(V, self.params, rng.stream(key, 1), self.n_pixels)
+                ce = metrics.cross_entropy(V, self.params, rng.stream(key, 2), self.n_pixels)
+                if self.n_labels and split == "val":
+                    acc = metrics.crbm_accuracy(x, y, self.params, self.n_labels)
+            point[f"{split}_mse"], point[f"{split}_ce"] = mse, ce
+            if split == "val":
+                point["accuracy"] = acc
+        point["overlap"] = metrics.receptive_field_overlap(self.params.W, self.n_pixels)
+        self.history.append(point)
+        return point
+
+    # --- checkpoints --------------------------------------------------------------------------------
+    def state_arrays(self) -> dict:
+        arrays = {"W": self.params.W, "a": self.params.a, "b": self.params.b,
+                  "step": np.int64(self.step), "version": np.int64(CHECKPOINT_VERSION),
+                  "config_json": np.array(self.config.to_json()),
+                  "history": _table(self.history, HISTORY_KEYS), "xi_history": _table(self.xi_history, XI_KEYS)}
+        for mode in ("td", "bu"):
+            arrays[f"win_{mode}"] = self.win_counts[mode]
+            arrays[f"inhibit_{mode}"] = self.inhibit_counts[mode]
+        if self.chain is not None:
+            arrays["chain"] = self.chain
+        return arrays
+
+    def save(self, path: str | Path) -> Path:
+        """Write the whole run state to ``path`` (.npz) atomically (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **self.state_arrays())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, dataset: Dataset | None = None, config: RunConfig | None = None,
+             stepper=None) -> "Run":
+        """Restore a run saved by :meth:`save`. ``config`` may override live fields of the saved one."""
+        arrays = read_checkpoint(path)
+        saved = RunConfig.from_json(str(arrays["config_json"]))
+        if config is not None:
+            model_diff = [f for f in FIELD if f not in LIVE_FIELDS and f != "epochs"
+                          and getattr(config, f) != getattr(saved, f)]
+            if model_diff:
+                raise CheckpointError(f"{path}: the checkpoint's {model_diff[0]} is "
+                                      f"{getattr(saved, model_diff[0])!r}, the config asks for "
+                                      f"{getattr(config, model_diff[0])!r}")
+            saved = config
+        run = cls(saved, dataset, stepper)
+        run.restore(arrays, str(path))
+        return run
+
+    def restore(self, arrays: dict, source: str = "checkpoint"):
+        p = self.params
+        for name, target in (("W", p.W), ("a", p.a), ("b", p.b)):
+            if arrays[name].shape != target.shape:
+                raise CheckpointError(f"{source}: {name} has shape {arrays[name].shape}, the run needs {target.shape}")
+            if not np.isfinite(arrays[name]).all():
+                raise CheckpointError(f"{source}: {name} contains NaN or inf")
+        p.W[...], p.a[...], p.b[...] = arrays["W"], arrays["a"], arrays["b"]
+        self.step = int(arrays["step"])
+        self.chain = np.array(arrays["chain"], self.dtype) if "chain" in arrays else None
+        self.history = _rows(arrays["history"], HISTORY_KEYS)
+        self.xi_history = _rows(arrays["xi_history"], XI_KEYS)
+        for mode in ("td", "bu"):
+            self.win_counts[mode] = np.array(arrays[f"win_{mode}"], np.int64)
+            self.inhibit_counts[mode] = np.array(arrays[f"inhibit_{mode}"], np.int64)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The arrays of a checkpoint, loaded with ``allow_pickle=False``; CheckpointError if unusable."""
+    required = ("W", "a", "b", "step", "version", "config_json", "history", "xi_history",
+                "win_td", "win_bu", "inhibit_td", "inhibit_bu")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})")
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise CheckpointError(f"{path}: not a khrbm checkpoint (missing {', '.join(missing)})")
+    if int(arrays["version"]) != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {int(arrays['version'])}, expected {CHECKPOINT_VERSION}")
+    try:
+        RunConfig.from_json(str(arrays["config_json"]))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is invalid: {exc}")
+    return arrays
+
+
+def _table(rows: list[dict], keys) -> np.ndarray:
+    return np.array([[r[k] for k in keys] for r in rows], np.float64).reshape(len(rows), len(keys))
+
+
+def _rows(table: np.ndarray, keys) -> list[dict]:
+    return [{k: (int(v) if k == "step" else float(v)) for k, v in zip(keys, row)} for row in table]
+
+
+def history_columns(rows: list[dict], keys=HISTORY_KEYS) -> dict:
+    """A list of history rows as a dict of 1-D float arrays (empty arrays when there are none)."""
+    return {k: np.array([r[k] for r in rows], np.float64) for k in keys}
+
+
+def history_json(rows: list[dict]) -> str:
+    return json.dumps([{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+                       for r in rows], indent=1)

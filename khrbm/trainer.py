@@ -1,0 +1,966 @@
+"""Threaded training of one run, or of a paired A/B of two runs, with immutable snapshots for the app.
+
+A :class:`Trainer` owns one background thread (daemon, named ``khrbm-trainer-N``) that does all the
+work: compiling the kernels, the minibatches, the evaluations and the snapshots. Every public method
+can be called from any thread; none of them runs training on the caller's thread.
+
+Controls — :meth:`Trainer.start`, :meth:`~Trainer.pause` (= :meth:`~Trainer.stop`), :meth:`~Trainer.resume`,
+:meth:`~Trainer.step`, :meth:`~Trainer.step_epoch`, :meth:`~Trainer.update` — put a command in a queue and
+return at once; the loop drains the queue between minibatches, in order. :meth:`~Trainer.reset`,
+:meth:`~Trainer.load_checkpoint` and :meth:`~Trainer.save_checkpoint` return once the loop has carried them
+out (they wait for the current minibatch, or for the kernels' first compilation). :meth:`~Trainer.sync`
+waits until every command issued so far has been handled (requested single steps included).
+
+Snapshots: ``trainer.snapshot`` is the latest :class:`Snapshot`, a frozen object whose arrays are read-only
+copies; the loop builds a new one and swaps the reference (atomic in CPython), so a reader never sees a
+half-written state. ``snapshot.version`` increments on every publish.
+
+A/B (compare mode): two :class:`~khrbm.run.Run` objects with identical model fields (``MODEL_FIELDS``: same
+seed, so the same initial weights and the same minibatch order) share one dataset and are stepped in
+lockstep, one minibatch of A then the same minibatch of B. Live settings may differ between the arms.
+
+Checkpoints (``save_checkpoint``): written atomically (temp file in the same folder, fsync, rename).
+One run: exactly the format of :meth:`khrbm.run.Run.save` (so ``Run.load`` and the CLI read it) plus a
+``trainer_changes`` entry (the change log as JSON). A/B: one ``.npz`` holding each arm's
+:meth:`~khrbm.run.Run.state_arrays` under the prefixes ``A.`` and ``B.``, plus ``arms`` (``"A,B"``) and
+``trainer_changes``. ``load_checkpoint`` accepts both and puts the trainer in the mode of the file.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+import weakref
+import zipfile
+import zlib
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from .config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
+from .data import Dataset, load_dataset
+from .run import (CHECKPOINT_VERSION, HISTORY_KEYS, XI_KEYS, CheckpointError, Run, history_columns,
+                  read_checkpoint)
+
+log = logging.getLogger(__name__)
+
+STATES = ("compiling", "idle", "running", "paused", "finished", "diverged", "error", "closed")
+ARM_NAMES = ("A", "B")
+# Fields both arms of an A/B must share (everything that is not live: the model, the data, the seed).
+MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
+# Not live, yet changeable without a new model: applied to every arm by ``update``.
+TRAINER_FIELDS = frozenset({"epochs"})
+EXPLODE = 1e4              # max |θ| above which a run counts as diverged
+EVAL_FRACTION = 0.10       # evaluations may take at most this share of the loop's time
+EVALS_PER_EPOCH = 10       # subsample evaluations per epoch when they are cheap enough
+THROUGHPUT_WINDOW = 2.0    # seconds of the sliding window of samples/s
+_counter = itertools.count(1)
+# Numba's "workqueue" threading layer (pinned by khrbm.kernels) aborts the whole process when two threads
+# launch parallel kernels at once. Every trainer thread takes this lock around its kernel calls, so several
+# Trainers (or a Trainer and the CLI in one process) interleave their minibatches instead.
+KERNEL_LOCK = threading.RLock()
+
+
+class ResetNeeded(ConfigError):
+    """A setting that needs a new model (M, init, dataset, task, dtype, …) was changed while training."""
+
+    def __init__(self, field_name: str, message: str | None = None):
+        self.field = field_name
+        symbol = FIELD[field_name].symbol if field_name in FIELD else ""
+        label = f"{field_name} ({symbol})" if symbol else field_name
+        ValueError.__init__(self, message or f"{label} needs a reset (Reset applies it): it changes the model "
+                                             f"and cannot change during training")
+
+
+class Change(NamedTuple):
+    """One applied live change: from minibatch ``step`` (at ``epoch``) on, ``field`` of ``arm`` is ``new``."""
+    step: int
+    epoch: float
+    arm: str
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class ArmSnapshot:
+    """One arm at publish time. Arrays are read-only copies.
+
+    Beyond the contract: ``a``, ``b`` (biases), ``checksum`` (CRC-32 of W, a, b computed at publish time),
+    ``n_labels``, ``batches_per_epoch``, ``mode_counts`` ({"td": (win, inhibit), "bu": (win, inhibit)}: the
+    counts of both modes since each was last switched on). ``history`` has an extra column ``full``: 1.0 for
+    the points on the full validation set (epoch boundaries), 0.0 for the subsample points.
+    ``counts_mode`` is the KH mode the counts refer to: the current mode, or while KH is off the last
+    mode that was on ("off", with empty arrays, if KH never ran since the reset).
+    """
+    name: str
+    config: RunConfig
+    step: int
+    epoch: float
+    eps: float
+    W: np.ndarray
+    n_pixels: int
+    image_shape: tuple
+    probe_input: np.ndarray
+    probe_recon: np.ndarray
+    history: dict
+    xi: dict
+    counts_mode: str
+    win_counts: np.ndarray
+    inhibit_counts: np.ndarray
+    a: np.ndarray = field(default=None, repr=False)
+    b: np.ndarray = field(default=None, repr=False)
+    checksum: int = 0
+    n_labels: int = 0
+    batches_per_epoch: int = 1
+    mode_counts: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the app shows, frozen at one moment. ``arms`` has 1 entry, or 2 ("A", "B") in compare mode.
+
+    ``samples_per_s``: training samples processed per second over the last ~2 s while running (both arms
+    counted in compare mode; evaluation and snapshot time included), 0.0 when not running.
+    """
+    version: int
+    state: str
+    message: str
+    samples_per_s: float
+    changes: tuple
+    arms: tuple
+    notice: str = ""
+    time: float = 0.0             # time.time() at publish
+
+    @property
+    def compare(self) -> bool:
+        return len(self.arms) == 2
+
+    @property
+    def step(self) -> int:
+        return self.arms[0].step
+
+    @property
+    def epoch(self) -> float:
+        return self.arms[0].epoch
+
+    def arm(self, name: str) -> ArmSnapshot:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(f"no arm {name!r}; arms are {', '.join(a.name for a in self.arms)}")
+
+
+def _ro(x: np.ndarray) -> np.ndarray:
+    x.flags.writeable = False
+    return x
+
+
+def checksum(*arrays: np.ndarray) -> int:
+    """CRC-32 over the bytes of ``arrays`` (what ArmSnapshot.checksum holds for W, a, b)."""
+    crc = 0
+    for x in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(x).view(np.uint8).ravel(), crc)
+    return crc
+
+
+def check_pair(config_a: RunConfig, config_b: RunConfig | None) -> tuple:
+    """The configs of the arms; ConfigError unless an A/B pair shares every model field."""
+    configs = []
+    for name, cfg in zip(ARM_NAMES, (config_a, config_b)):
+        if cfg is None:
+            continue
+        if isinstance(cfg, dict):
+            cfg = RunConfig.from_dict(cfg)
+        if not isinstance(cfg, RunConfig):
+            raise TypeError(f"config_{name.lower()} must be a RunConfig, not {type(cfg).__name__}")
+        configs.append(cfg)
+    if not configs or config_a is None:
+        raise TypeError("config_a is required")
+    if len(configs) == 2:
+        a, b = configs
+        for f in MODEL_FIELDS:
+            if getattr(a, f) != getattr(b, f):
+                raise ConfigError(f, f"the A/B arms must share the model, data and seed: A has "
+                                     f"{getattr(a, f)!r}, B has {getattr(b, f)!r}")
+    return tuple(configs)
+
+
+def _check_ell(cfg: RunConfig, dataset: Dataset):
+    """ConfigError unless ℓ is below the number of postsynaptic units of the KH mode (as Run checks)."""
+    if cfg.kh_mode == "off":
+        return
+    n_visible = dataset.n_pixels + (dataset.n_classes if cfg.task == "classification" else 0)
+    K = n_visible if cfg.kh_mode == "td" else cfg.n_hidden
+    if cfg.ell >= K:
+        raise ConfigError("ell", f"must be below the {K} postsynaptic units of mode {cfg.kh_mode}, got {cfg.ell}")
+
+
+def _divergence(run: Run) -> str | None:
+    """None if the parameters are finite and below EXPLODE in size, else what went wrong."""
+    p = run.params
+    worst = max(float(np.max(np.abs(x))) if x.size else 0.0 for x in (p.W, p.a, p.b))
+    if math.isnan(worst):
+        what = "became NaN"
+    elif math.isinf(worst):
+        what = "became infinite"
+    elif worst > EXPLODE:
+        what = f"exploded (max |θ| = {worst:.3g} > {EXPLODE:g})"
+    else:
+        return None
+    cfg = run.config
+    kh = cfg.kh_mode != "off"
+    if cfg.init == "std" and (cfg.lr >= 0.5 or (kh and cfg.eps0 >= 0.5)):
+        cause = "std init with a large ε0 or η often diverges"
+    elif cfg.lr >= 1.0:
+        cause = f"the learning rate η = {cfg.lr:g} is large"
+    elif kh and cfg.eps0 >= 1.0:
+        cause = f"the KH step ε0 = {cfg.eps0:g} is large"
+    else:
+        cause = "the step sizes are too large for this model"
+    return (f"weights {what} at step {run.step} (epoch {run.epoch:.2f}) — {cause}; "
+            f"lower η or ε0 and Reset")
+
+
+def _write_npz_atomic(path: Path, arrays: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _changes_json(changes) -> np.ndarray:
+    return np.array(json.dumps([list(c) for c in changes]))
+
+
+def _changes_from(arrays: dict) -> list:
+    if "trainer_changes" not in arrays:
+        return []
+    try:
+        return [Change(int(s), float(e), str(a), str(f), o, n)
+                for s, e, a, f, o, n in json.loads(str(arrays["trainer_changes"]))]
+    except (ValueError, TypeError):
+        return []
+
+
+class _Core:
+    """All state and the loop. Holds no reference to the Trainer, so a dropped Trainer can be collected
+    (its weakref.finalize then closes this core and joins the thread)."""
+
+    def __init__(self, configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every=1):
+        if full_eval_every < 0:
+            raise ValueError(f"full_eval_every must be >= 0, got {full_eval_every}")
+        self.full_eval_every = int(full_eval_every)
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        if not snapshot_interval > 0:
+            raise ValueError(f"snapshot_interval must be > 0, got {snapshot_interval}")
+        if probe_size < 1:
+            raise ValueError(f"probe_size must be >= 1, got {probe_size}")
+        self.snapshot_every = int(snapshot_every)
+        self.snapshot_interval = float(snapshot_interval)
+        self.probe_size = int(probe_size)
+        self.cv = threading.Condition(threading.Lock())
+        # shared, guarded by cv
+        self.queue: list = []          # ("op", fn, future) | ("update", i, changes) | ("start",) | ...
+        self.issued = 1                # commands queued so far (the first one: compile and evaluate step 0)
+        self.handled = 0               # commands whose effect is complete
+        self.closing = False
+        self.state = "compiling"
+        self.pending = tuple(configs)  # configs including queued live changes
+        # loop-owned (read elsewhere only as plain attributes)
+        self.dataset = dataset
+        self.runs: list[Run] = self._build_runs(configs)
+        self.dataset = self.runs[0].dataset
+        self.running = False
+        self.steps_left = 0
+        self.message = ""
+        self.changes: list[Change] = []
+        self.version = 0
+        self.dirty = False
+        self._reset_bookkeeping()
+        self.state, self.message = "compiling", self._compiling_message()
+        self.snapshot = self._build_snapshot()
+        self.thread = threading.Thread(target=self._loop, name=f"khrbm-trainer-{next(_counter)}", daemon=True)
+        self.thread.start()
+
+    # ----------------------------------------------------------------------------------------------
+    # caller side
+    def _build_runs(self, configs, dataset: Dataset | None = None) -> list[Run]:
+        if dataset is None:
+            dataset = self.dataset
+            if dataset is None or dataset.name != configs[0].dataset:
+                dataset = load_dataset(configs[0].dataset)
+        return [Run(cfg, dataset) for cfg in configs]
+
+    def _compiling_message(self) -> str:
+        if any(r.config.backend == "numba" for r in self.runs):
+            return "compiling the Numba kernels (the first run of a session takes a while)"
+        return "preparing"
+
+    def command(self, *cmd, clear: bool = False):
+        with self.cv:
+            if self.closing:
+                return
+            if clear:
+                self.queue = [c for c in self.queue if c[0] in ("op", "update")]
+            self.queue.append(cmd)
+            self.issued += 1
+            self.cv.notify_all()
+
+    def submit(self, fn: Callable, *, clear_control: bool = False, timeout=None):
+        """Run ``fn()`` on the loop thread between minibatches; return its result (or raise its error)."""
+        if threading.current_thread() is self.thread:
+            return fn()
+        fut: Future = Future()
+        with self.cv:
+            if self.closing:
+                raise RuntimeError("the trainer is closed")
+            if clear_control:
+                self.queue = [c for c in self.queue if c[0] in ("op", "update")]
+            self.queue.append(("op", fn, fut))
+            self.issued += 1
+            self.cv.notify_all()
+        return fut.result(timeout)
+
+    def busy_locked(self) -> bool:
+        return (self.running or self.steps_left > 0 or self.state == "running"
+                or any(c[0] in ("start", "steps", "epoch") for c in self.queue))
+
+    def sync(self, timeout=None):
+        with self.cv:
+            target = self.issued
+            if not self.cv.wait_for(lambda: self.handled >= target or not self.thread.is_alive(), timeout):
+                raise TimeoutError(f"the trainer did not finish its commands within {timeout} s "
+                                   f"(state {self.snapshot.state})")
+            return self.snapshot
+
+    def wait_for(self, predicate, timeout=None):
+        with self.cv:
+            ok = self.cv.wait_for(lambda: predicate(self.snapshot) or not self.thread.is_alive(), timeout)
+            snap = self.snapshot
+        if not ok or not predicate(snap):
+            raise TimeoutError(f"condition not reached within {timeout} s (state {snap.state}: {snap.message})")
+        return snap
+
+    def close(self, timeout=None):
+        with self.cv:
+            self.closing = True
+            self.cv.notify_all()
+        if self.thread is not threading.current_thread() and self.thread.is_alive():
+            self.thread.join(timeout)
+
+    # ----------------------------------------------------------------------------------------------
+    # loop thread
+    def _reset_bookkeeping(self):
+        self.last_mode = [r.config.kh_mode if r.config.kh_mode != "off" else self._mode_with_counts(r)
+                          for r in self.runs]
+        self._hist_cache: dict = {}
+        self._xi_cache: dict = {}
+        probe_x, probe_y = self.runs[0].split("val", self.probe_size)
+        self.probe_input = _ro(np.array(probe_x, np.float32))
+        self.probe_V = [r.visible(probe_x, probe_y) for r in self.runs]
+        self.window: collections.deque = collections.deque()
+        self.samples = 0
+        self.batch_time = 0.0         # EMA of the time of one lockstep minibatch
+        self.eval_time = 0.0          # EMA of the time of one subsample evaluation
+        self.last_eval_step = self.runs[0].step
+        self.since_publish = 0
+        self.last_publish = time.monotonic()
+
+    @staticmethod
+    def _mode_with_counts(run: Run):
+        used = [m for m in ("td", "bu") if run.win_counts[m].any()]
+        return used[0] if len(used) == 1 else None
+
+    def _loop(self):
+        try:
+            self._prepare()
+        except Exception as exc:  # noqa: BLE001 - reported in the snapshot
+            self._fail(exc)
+        with self.cv:
+            self.handled = max(self.handled, 1)
+            self.cv.notify_all()
+        try:
+            while True:
+                with self.cv:
+                    while not (self.closing or self.queue or self.running or self.steps_left > 0):
+                        self.cv.wait()
+                    if self.closing:
+                        break
+                    queue, self.queue = self.queue, []
+                    seq = self.issued
+                try:
+                    self._process(queue)
+                    if self.dirty:
+                        self._publish()
+                    if self.running or self.steps_left > 0:
+                        self._advance()
+                except Exception as exc:  # noqa: BLE001 - reported in the snapshot; the thread idles on
+                    self._fail(exc)
+                if self.steps_left == 0:
+                    with self.cv:
+                        self.handled = max(self.handled, seq)
+                        self.cv.notify_all()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self):
+        with self.cv:
+            self.closing = True
+            queue, self.queue = self.queue, []
+        for cmd in queue:
+            if cmd[0] == "op" and not cmd[2].done():
+                cmd[2].set_exception(RuntimeError("the trainer was closed"))
+        self.running, self.steps_left = False, 0
+        self._set_state("closed", "closed")
+        try:
+            self._publish()
+        except Exception:  # noqa: BLE001
+            log.exception("final snapshot failed")
+        with self.cv:
+            self.handled = self.issued
+            self.cv.notify_all()
+
+    def _prepare(self):
+        """Compile the kernels (state compiling), evaluate step 0 if there is no history yet, then settle."""
+        self._set_state("compiling", self._compiling_message())
+        self._publish()
+        for run in self.runs:
+            warmup = getattr(run.stepper, "warmup", None)
+            if warmup is not None:
+                with KERNEL_LOCK:
+                    warmup()
+        if not self.runs[0].history:
+            self._evaluate(full=True)
+        self.state = "idle"
+        self._settle(force_message=True)
+        self._publish()
+
+    def _set_state(self, state: str, message: str):
+        with self.cv:
+            self.state = state
+            self.message = message
+            self.dirty = True
+
+    def _default_message(self, state: str) -> str:
+        run = self.runs[0]
+        if state == "idle":
+            return "ready"
+        if state == "running":
+            return "running"
+        if state == "paused":
+            return f"paused at step {run.step} (epoch {run.epoch:.2f})"
+        if state == "finished":
+            return f"finished {run.config.epochs} epochs (step {run.step})"
+        return self.message
+
+    def _finished(self) -> bool:
+        return all(r.step >= r.config.epochs * r.batches_per_epoch for r in self.runs)
+
+    def _settle(self, force_message=False, message=None):
+        """Derive the state from the loop's intent and the runs' progress (terminal states stay)."""
+        if self.state in ("diverged", "error", "closed", "compiling"):
+            return
+        if self._finished():
+            self.running, self.steps_left = False, 0
+            new = "finished"
+        elif self.running or self.steps_left > 0:
+            new = "running"
+        else:
+            new = "paused" if self.runs[0].step > 0 else "idle"
+        if new != "running":
+            self.window.clear()
+        if new != self.state or force_message or message:
+            self._set_state(new, message or self._default_message(new))
+
+    def _blocked(self) -> bool:
+        return self.state in ("diverged", "error", "closed", "compiling")
+
+    def _process(self, queue):
+        for cmd in queue:
+            kind = cmd[0]
+            if kind == "op":
+                _, fn, fut = cmd
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    fut.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(exc)
+            elif kind == "update":
+                self._apply_update(cmd[1], cmd[2])
+            elif kind == "start":
+                if not self._blocked() and not self._finished():
+                    self.running, self.steps_left = True, 0
+            elif kind in ("pause", "stop"):
+                was = self.running or self.steps_left > 0
+                self.running, self.steps_left = False, 0
+                if was and self.state == "running":
+                    run = self.runs[0]
+                    self._settle(message=f"{'stopped' if kind == 'stop' else 'paused'} at step {run.step} "
+                                         f"(epoch {run.epoch:.2f})")
+            elif kind == "steps":
+                if not self._blocked():
+                    self.running = False
+                    self.steps_left += cmd[1]
+            elif kind == "epoch":
+                if not self._blocked():
+                    self.running = False
+                    run = self.runs[0]
+                    target = run.step + self.steps_left
+                    bpe = run.batches_per_epoch
+                    self.steps_left = (target // bpe + 1) * bpe - run.step
+        if self.steps_left > 0:
+            run = self.runs[0]
+            self.steps_left = min(self.steps_left, max(0, run.config.epochs * run.batches_per_epoch - run.step))
+        self._settle()
+
+    def _apply_update(self, i: int, changes: dict):
+        if i >= len(self.runs):
+            return
+        run = self.runs[i]
+        try:
+            live = {k: v for k, v in changes.items() if k not in TRAINER_FIELDS}
+            diff = run.update(**live) if live else {}
+            for k in TRAINER_FIELDS & set(changes):
+                old = getattr(run.config, k)
+                if old != changes[k]:
+                    run.config = run.config.replace(**{k: changes[k]})
+                    diff[k] = (old, changes[k])
+        except ConfigError as exc:   # validated by the caller already; only a race gets here
+            log.warning("live change %s to arm %s refused: %s", changes, ARM_NAMES[i], exc)
+            return
+        for name, (old, new) in diff.items():
+            self.changes.append(Change(run.step, run.epoch, ARM_NAMES[i], name, old, new))
+            if name == "kh_mode" and new != "off":
+                run.win_counts[new][:] = 0
+                run.inhibit_counts[new][:] = 0
+                self.last_mode[i] = new
+        if diff:
+            self.dirty = True
+        if "epochs" in diff and self.state == "finished" and not self._finished():
+            self.state = "paused"
+            self._settle(force_message=True)
+
+    def _advance(self):
+        """One lockstep minibatch of every arm, then the checks, evaluations and snapshots it calls for."""
+        t0 = time.perf_counter()
+        n = 0
+        with KERNEL_LOCK:
+            for run in self.runs:
+                n += len(run._batch_indices(run.step))
+                run.train_batch()
+        if self.steps_left > 0:
+            self.steps_left -= 1
+        dt = time.perf_counter() - t0
+        self.batch_time = dt if self.batch_time == 0 else 0.9 * self.batch_time + 0.1 * dt
+        now = time.monotonic()
+        self.samples += n
+        self.window.append((now, self.samples))
+        while len(self.window) > 2 and now - self.window[0][0] > THROUGHPUT_WINDOW:
+            self.window.popleft()
+        self.since_publish += 1
+        for i, run in enumerate(self.runs):
+            problem = _divergence(run)
+            if problem:
+                self.running, self.steps_left = False, 0
+                self.window.clear()
+                prefix = f"arm {ARM_NAMES[i]}: " if len(self.runs) > 1 else ""
+                self._set_state("diverged", prefix + problem)
+                self._publish()
+                return
+        run = self.runs[0]
+        epoch, within = divmod(run.step, run.batches_per_epoch)
+        if within == 0:
+            last = run.step >= run.config.epochs * run.batches_per_epoch
+            if last or (self.full_eval_every and epoch % self.full_eval_every == 0):
+                self._evaluate(full=True)
+            # other epoch ends get no point, so that history["full"] = (step at an epoch end)
+        elif run.step - self.last_eval_step >= self._eval_every():
+            t1 = time.perf_counter()
+            self._evaluate(full=False)
+            te = time.perf_counter() - t1
+            self.eval_time = te if self.eval_time == 0 else 0.7 * self.eval_time + 0.3 * te
+        was = self.state
+        self._settle()
+        if (self.state != was or self.steps_left == 0 and not self.running
+                or self.since_publish >= self.snapshot_every or now - self.last_publish >= self.snapshot_interval):
+            self._publish()
+
+    def _eval_every(self) -> int:
+        bpe = self.runs[0].batches_per_epoch
+        every = max(1, round(bpe / EVALS_PER_EPOCH))
+        if self.batch_time > 0 and self.eval_time > 0:
+            # eval / (eval + every * batch) <= EVAL_FRACTION
+            every = max(every, math.ceil((1 - EVAL_FRACTION) / EVAL_FRACTION * self.eval_time / self.batch_time))
+        return every
+
+    def _evaluate(self, full: bool):
+        """Append a metric point to every arm: a subsample of eval_size validation and training images, or
+        (at epoch boundaries) the full validation set plus the training subsample."""
+        for run in self.runs:
+            n = run.config.eval_size
+            if full:
+                run.evaluate(n=n, splits=("train",))
+                train = run.history.pop()
+                point = run.evaluate(n=None, splits=("val",))
+                point["train_mse"], point["train_ce"] = train["train_mse"], train["train_ce"]
+            else:
+                run.evaluate(n=n)
+        self.last_eval_step = self.runs[0].step
+        self.dirty = True
+
+    def _fail(self, exc: BaseException):
+        log.error("trainer loop failed", exc_info=exc)
+        self.running, self.steps_left = False, 0
+        text = str(exc).strip().splitlines()
+        self._set_state("error", f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+                        + " — Reset (or load a checkpoint) to continue")
+        try:
+            self._publish()
+        except Exception:  # noqa: BLE001
+            log.exception("snapshot after the error failed")
+            self._publish(keep_arms=True)
+
+    # ----------------------------------------------------------------------------------------------
+    # snapshots
+    def _columns(self, cache: dict, i: int, run: Run, rows: list, keys, full_col: bool) -> dict:
+        key = (id(run), len(rows), rows[-1]["step"] if rows else -1)
+        hit = cache.get(i)
+        if hit is None or hit[0] != key:
+            cols = history_columns(rows, keys)
+            if full_col:
+                cols["full"] = (cols["step"] % run.batches_per_epoch == 0).astype(np.float64)
+            hit = (key, {k: _ro(v) for k, v in cols.items()})
+            cache[i] = hit
+        return dict(hit[1])
+
+    def _arm_snapshot(self, i: int, run: Run) -> ArmSnapshot:
+        p = run.params
+        W, a, b = _ro(p.W.copy()), _ro(p.a.copy()), _ro(p.b.copy())
+        with np.errstate(all="ignore"):
+            recon = np.array(run.reconstruct(self.probe_V[i])[:, : run.n_pixels], np.float32)
+        mode = run.config.kh_mode if run.config.kh_mode != "off" else self.last_mode[i]
+        if mode is None:
+            mode, win, inh = "off", np.zeros(0, np.int64), np.zeros(0, np.int64)
+        else:
+            win, inh = run.win_counts[mode].copy(), run.inhibit_counts[mode].copy()
+        mode_counts = {m: (_ro(run.win_counts[m].copy()), _ro(run.inhibit_counts[m].copy())) for m in ("td", "bu")}
+        return ArmSnapshot(
+            name=ARM_NAMES[i], config=run.config, step=run.step, epoch=run.epoch, eps=float(run.settings().eps),
+            W=W, n_pixels=run.n_pixels, image_shape=tuple(run.dataset.image_shape),
+            probe_input=self.probe_input, probe_recon=_ro(recon),
+            history=self._columns(self._hist_cache, i, run, run.history, HISTORY_KEYS, True),
+            xi=self._columns(self._xi_cache, i, run, run.xi_history, XI_KEYS, False),
+            counts_mode=mode, win_counts=_ro(win), inhibit_counts=_ro(inh), a=a, b=b, checksum=checksum(W, a, b),
+            n_labels=run.n_labels, batches_per_epoch=run.batches_per_epoch, mode_counts=mode_counts)
+
+    def _rate(self) -> float:
+        if self.state != "running" or len(self.window) < 2:
+            return 0.0
+        (t0, s0), (t1, s1) = self.window[0], self.window[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _build_snapshot(self, keep_arms=False) -> Snapshot:
+        arms = self.snapshot.arms if keep_arms else tuple(self._arm_snapshot(i, r) for i, r in enumerate(self.runs))
+        return Snapshot(version=self.version, state=self.state, message=self.message, samples_per_s=self._rate(),
+                        changes=tuple(self.changes), arms=arms, notice=self.runs[0].dataset.notice, time=time.time())
+
+    def _publish(self, keep_arms=False):
+        self.version += 1
+        snap = self._build_snapshot(keep_arms)
+        with self.cv:
+            self.snapshot = snap
+            self.cv.notify_all()
+        self.dirty = False
+        self.since_publish = 0
+        self.last_publish = time.monotonic()
+
+    # ----------------------------------------------------------------------------------------------
+    # ops (run on the loop thread)
+    def install(self, runs: list[Run], changes: list, message: str | None):
+        self.runs = runs
+        self.dataset = runs[0].dataset
+        self.changes = list(changes)
+        self.running, self.steps_left = False, 0
+        self._reset_bookkeeping()
+        self.state = "compiling"
+        try:
+            self._prepare()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+            return
+        if message:
+            self._settle(message=message)
+            self._publish()
+
+    def save(self, path) -> Path:
+        if len(self.runs) == 1:
+            arrays = dict(self.runs[0].state_arrays())
+        else:
+            arrays = {"arms": np.array(",".join(ARM_NAMES[: len(self.runs)]))}
+            for name, run in zip(ARM_NAMES, self.runs):
+                arrays.update({f"{name}.{k}": v for k, v in run.state_arrays().items()})
+        arrays["trainer_changes"] = _changes_json(self.changes)
+        return _write_npz_atomic(Path(path), arrays)
+
+
+def read_trainer_checkpoint(path) -> tuple[list[dict], list[Change]]:
+    """The per-arm array dicts of a trainer (or Run) checkpoint, and its change log. CheckpointError if unusable."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})")
+    if "arms" not in arrays:
+        arrays = read_checkpoint(path)      # a single run: Run.save's format, validated there
+        return [arrays], _changes_from(arrays)
+    names = str(arrays["arms"]).split(",")
+    if not 1 <= len(names) <= 2 or any(n not in ARM_NAMES for n in names):
+        raise CheckpointError(f"{path}: unexpected arms {arrays['arms']!s}")
+    per_arm = []
+    for name in names:
+        sub = {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + ".")}
+        required = ("W", "a", "b", "step", "version", "config_json", "history", "xi_history",
+                    "win_td", "win_bu", "inhibit_td", "inhibit_bu")
+        missing = [k for k in required if k not in sub]
+        if missing:
+            raise CheckpointError(f"{path}: arm {name} is incomplete (missing {', '.join(missing)})")
+        if int(sub["version"]) != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint version {int(sub['version'])}, expected {CHECKPOINT_VERSION}")
+        try:
+            RunConfig.from_json(str(sub["config_json"]))
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: the config of arm {name} is invalid: {exc}")
+        per_arm.append(sub)
+    return per_arm, _changes_from(arrays)
+
+
+class Trainer:
+    """Trains one run, or an A/B pair (``config_b``), on a background thread; see the module docstring.
+
+    ``dataset``: an already loaded :class:`~khrbm.data.Dataset` (else ``load_dataset(config_a.dataset)``),
+    shared by the arms. ``snapshot_every``: publish every n minibatches, and at least every
+    ``snapshot_interval`` seconds while running. ``probe_size``: the first n validation images whose
+    reconstructions the snapshots carry.
+
+    Metric points: the full validation set at every ``full_eval_every``-th epoch end (0: only at the end of
+    training) and at step 0, plus subsample points (``eval_size`` validation and training images) about
+    10 times per epoch, spaced so that they take at most ~10 % of the loop's time (the full-set points are
+    not part of that budget). ``history["full"]`` marks the full-set points.
+
+    The thread starts at construction (it compiles the kernels: state "compiling", then "idle") and ends
+    at :meth:`close`, or when the Trainer is garbage-collected.
+    """
+
+    def __init__(self, config_a: RunConfig, config_b: RunConfig | None = None, *, dataset: Dataset | None = None,
+                 snapshot_every: int = 10, snapshot_interval: float = 0.5, probe_size: int = 16,
+                 full_eval_every: int = 1):
+        configs = check_pair(config_a, config_b)
+        if dataset is not None and dataset.name != configs[0].dataset:
+            raise ConfigError("dataset", f"the config asks for {configs[0].dataset!r} but the dataset given "
+                                         f"is {dataset.name!r}")
+        self._core = _Core(configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every)
+        self._finalizer = weakref.finalize(self, self._core.close, 30.0)
+
+    # --- reading -----------------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        """The latest published :class:`Snapshot` (never None)."""
+        return self._core.snapshot
+
+    @property
+    def state(self) -> str:
+        return self._core.snapshot.state
+
+    @property
+    def compare(self) -> bool:
+        return len(self._core.pending) == 2
+
+    @property
+    def configs(self) -> tuple:
+        """The arms' configs with every queued live change applied (what the next minibatch will use)."""
+        return self._core.pending
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._core.thread
+
+    # --- controls (queued; return at once) -------------------------------------------------------------
+    def start(self):
+        """Train continuously until paused, finished or diverged. No effect when finished, diverged or in
+        error (reset, load a checkpoint, or for finished raise ``epochs``)."""
+        self._core.command("start", clear=True)
+
+    resume = start
+
+    def pause(self):
+        """Stop after the current minibatch (also cancels requested single steps)."""
+        self._core.command("pause", clear=True)
+
+    def stop(self):
+        """Same as :meth:`pause` (the message says "stopped"); the thread lives on until :meth:`close`."""
+        self._core.command("stop", clear=True)
+
+    def step(self, n: int = 1):
+        """Train ``n`` more minibatches, then pause. Calls add up; a running trainer switches to stepping."""
+        n = int(n)
+        if n < 0:
+            raise ValueError(f"step count must be >= 0, got {n}")
+        if n:
+            self._core.command("steps", n)
+
+    def step_epoch(self):
+        """Train to the end of the current epoch, then pause."""
+        self._core.command("epoch")
+
+    def update(self, arm: str = "both", **changes):
+        """Change settings; live ones (config.LIVE_FIELDS) take effect at the next minibatch and are logged as
+        :class:`Change`. ``epochs`` may change any time and applies to every arm. Other fields need a new
+        model: :class:`ResetNeeded` once training has begun (or while it runs); before the first minibatch
+        they are applied at once by a reset with the changed config."""
+        core = self._core
+        if not changes:
+            return
+        if arm not in ("both", "A", "B"):
+            raise ValueError(f"arm must be 'both', 'A' or 'B', not {arm!r}")
+        if arm == "B" and len(core.pending) < 2:
+            raise ValueError("there is no arm B: this trainer runs a single model")
+        for name in changes:
+            if name not in FIELD:
+                raise ConfigError(name, f"unknown field; known fields: {', '.join(FIELD)}")
+        model = [n for n in changes if n not in LIVE_FIELDS and n not in TRAINER_FIELDS]
+        targets = range(len(core.pending)) if arm == "both" else [ARM_NAMES.index(arm)]
+        if model:
+            with core.cv:
+                busy = core.busy_locked() or any(r.step > 0 for r in core.runs)
+                pending = core.pending
+            if busy:
+                raise ResetNeeded(model[0])
+            if len(pending) == 2 and arm != "both":
+                raise ConfigError(model[0], "the A/B arms share the model: change it for both (arm='both')")
+            new = [c.replace(**changes) for c in pending]
+            self.reset(config_a=new[0], config_b=new[1] if len(new) == 2 else None)
+            return
+        shared = {k: v for k, v in changes.items() if k in TRAINER_FIELDS}
+        with core.cv:
+            if core.closing:
+                return
+            new, queued = list(core.pending), []
+            for i in range(len(new)):
+                mine = dict(changes) if i in targets else dict(shared)
+                if mine:
+                    new[i] = new[i].replace(**mine)
+                    _check_ell(new[i], core.dataset)
+                    queued.append(("update", i, mine))
+            core.queue.extend(queued)
+            core.issued += len(queued)
+            core.pending = tuple(new)
+            core.cv.notify_all()
+
+    # --- operations carried out by the loop (return when done) ------------------------------------------
+    def reset(self, seed: int | None = None, config_a: RunConfig | None = None, config_b=...):
+        """New model(s) from step 0; state "idle". Defaults: the current configs (live changes included).
+        ``seed`` replaces the seed of every arm. ``config_b``: ``...`` keeps the current arms (B takes A's
+        model fields if ``config_a`` is given), None drops arm B, a RunConfig sets it. Clears the change log."""
+        core = self._core
+        if core.closing:
+            raise RuntimeError("the trainer is closed")
+        current = core.pending
+        a = config_a if config_a is not None else current[0]
+        if config_b is ...:
+            b = current[1] if len(current) == 2 else None
+            if b is not None and config_a is not None:
+                b = b.replace(**{f: getattr(a, f) for f in MODEL_FIELDS})
+        else:
+            b = config_b
+        if seed is not None:
+            a = a.replace(seed=seed)
+            b = b.replace(seed=seed) if b is not None else None
+        configs = check_pair(a, b)
+        runs = core._build_runs(configs)
+        with core.cv:
+            core.pending = configs
+        core.submit(lambda: core.install(runs, [], None), clear_control=True)
+        return core.snapshot
+
+    def save_checkpoint(self, path) -> Path:
+        """Write the state of every arm to ``path`` atomically (between two minibatches); returns the path."""
+        core = self._core
+        if not core.thread.is_alive():
+            return core.save(path)
+        return core.submit(lambda: core.save(path))
+
+    def load_checkpoint(self, path):
+        """Replace the arms by those saved in ``path`` (a trainer or Run checkpoint; the trainer takes the
+        file's mode, single or A/B); state "paused" (or "finished"). CheckpointError if unusable."""
+        core = self._core
+        if core.closing:
+            raise RuntimeError("the trainer is closed")
+        per_arm, changes = read_trainer_checkpoint(path)
+        saved = [RunConfig.from_json(str(x["config_json"])) for x in per_arm]
+        try:
+            configs = check_pair(saved[0], saved[1] if len(saved) == 2 else None)
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: its arms do not form an A/B pair: {exc}")
+        runs = core._build_runs(configs)
+        for run, arrays in zip(runs, per_arm):
+            run.restore(arrays, str(path))
+        with core.cv:
+            core.pending = configs
+        core.submit(lambda: core.install(runs, changes, f"loaded {Path(path).name} at step {runs[0].step} "
+                                                        f"(epoch {runs[0].epoch:.2f})"), clear_control=True)
+        return core.snapshot
+
+    def sync(self, timeout: float | None = None) -> Snapshot:
+        """Wait until every command issued so far is handled (requested steps done; a continuous run counts
+        as handled once started); return the latest snapshot. TimeoutError after ``timeout`` seconds."""
+        return self._core.sync(timeout)
+
+    def wait_for(self, predicate: Callable[[Snapshot], bool], timeout: float | None = None) -> Snapshot:
+        """Wait until ``predicate(snapshot)`` holds for a published snapshot; return it (TimeoutError if not)."""
+        return self._core.wait_for(predicate, timeout)
+
+    def close(self, timeout: float | None = None):
+        """End the loop after the current minibatch and join the thread (state "closed"). Idempotent."""
+        self._finalizer.detach()
+        self._core.close(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        s = self.snapshot
+        return f"<Trainer {self._core.thread.name} {s.state} step {s.step} arms {len(s.arms)}>"
+
+    # --- test hook ------------------------------------------------------------------------------------
+    def _inject(self, fn: Callable[[list], Any]):
+        """Run ``fn(runs)`` on the loop thread between two minibatches and return its result. For tests
+        (e.g. set a weight to NaN, or replace a stepper by one that raises)."""
+        core = self._core
+        return core.submit(lambda: fn(core.runs))

@@ -1,0 +1,312 @@
+"""The app in a real browser: `panel serve app` in a subprocess, driven by Playwright (Chromium).
+
+Checks what a person at the screen relies on: the page opens without console errors on a ready setup,
+Start trains (the step counter and the mosaic change), a live change mid-run drops a marker, Pause stops,
+Compare shows two mosaics, exports download, bad files give a message (not a crash), two tabs train
+independently and closing a tab frees its trainer. Screenshots at 1440x900 go to tests/artifacts/.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
+SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+CHROMIUM = "/usr/bin/chromium"
+VIEWPORT = {"width": 1440, "height": 900}
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
+                       reason="Chromium not installed (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def khrbm_app_server():
+    """`panel serve app` on a free port; yields (url, path of its log)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = dict(os.environ, KHRBM_DATA_DIR=str(SHARED_DATA), PYTHONUNBUFFERED="1")
+    log_path = ARTIFACTS / "server.log"
+    log = open(log_path, "w")
+    cmd = [sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
+           "--allow-websocket-origin", f"127.0.0.1:{port}",
+           # discard a closed tab's session within ~1 s instead of the default ~15-30 s
+           "--check-unused-sessions", "500", "--unused-session-lifetime", "500"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/app"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"panel serve exited early:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.terminate()
+        raise RuntimeError(f"panel serve did not answer within 60 s:\n{log_path.read_text()}")
+    yield url, log_path
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def khrbm_browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+class Tab:
+    """One browser tab on the app, with the console errors it logged."""
+
+    def __init__(self, browser, url):
+        self.context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(f"{time.strftime('%X')} {m.text}") if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"{time.strftime('%X')} request failed: {r.url[:200]}"))
+        self.page.goto(url)
+        self.wait_attr("state", lambda v: v in ("idle", "paused"), timeout=120)
+
+    # the status line exposes its numbers as data attributes
+    def attr(self, name: str) -> str:
+        return self.page.locator(".khrbm-statusline").first.get_attribute(f"data-{name}") or ""
+
+    def step(self) -> int:
+        return int(self.attr("step") or 0)
+
+    def wait_attr(self, name, pred, timeout=60.0):
+        deadline = time.time() + timeout
+        value = None
+        while time.time() < deadline:
+            try:
+                value = self.attr(name)
+                if pred(value):
+                    return value
+            except Exception:  # noqa: BLE001 - the element may be re-rendered
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"data-{name} stayed {value!r} for {timeout} s; status: {self.status_text()}")
+
+    def status_text(self) -> str:
+        try:
+            return self.page.locator(".khrbm-statusline").first.inner_text()
+        except Exception:  # noqa: BLE001
+            return "?"
+
+    def click(self, css: str):
+        self.page.locator(f"{css} button").first.click()
+
+    def set_number(self, field: str, value):
+        box = self.page.locator(f".khrbm-w-{field} input").first
+        box.fill(str(value))
+        box.press("Enter")
+
+    def radio(self, field: str, label: str):
+        self.page.locator(f".khrbm-w-{field} button", has_text=label).first.click()
+
+    def preset(self, name: str):
+        self.page.locator(".khrbm-preset select").first.select_option(label=name)
+
+    def mark(self, what):
+        self.errors.append(f"{time.strftime('%X')} MARK {what}")
+
+    def shot(self, name: str):
+        self.page.mouse.move(700, 20)      # no tooltip in the picture
+        time.sleep(0.3)
+        self.page.screenshot(path=str(ARTIFACTS / name))
+
+    def download(self, css: str) -> bytes:
+        with self.page.expect_download(timeout=30000) as info:
+            self.page.locator(f"{css} button, {css} a").first.click()
+        return Path(info.value.path()).read_bytes()
+
+    def close(self):
+        self.context.close()
+
+
+def _errors(tab) -> list[str]:
+    return [e for e in tab.errors if "favicon" not in e and "MARK" not in e]
+
+
+def test_story_on_mnist(khrbm_app_server, khrbm_browser):
+    """The classroom story on real MNIST: preset loaded on open, Start, Δ → 0 mid-run, TD → BU, Pause."""
+    url, _log = khrbm_app_server
+    tab = Tab(khrbm_browser, url)
+    try:
+        text = tab.status_text()
+        assert tab.attr("arms") == "2", text                       # Compare on: arms A and B
+        assert tab.page.locator(".khrbm-mosaic-a canvas").count() >= 1
+        assert tab.page.locator(".khrbm-mosaic-b canvas").count() >= 1
+        assert "Init robustness" in tab.page.locator(".khrbm-hint").first.inner_text()
+        assert tab.step() == 0
+        tab.shot("01_opened.png")
+
+        w0 = tab.wait_attr("mosaic-version", lambda v: v not in ("", "-1"))
+        sig0 = tab.attr("wsig")
+        tab.click(".khrbm-start")
+        tab.wait_attr("step", lambda v: int(v or 0) >= 30, timeout=60)
+        tab.wait_attr("wsig", lambda v: v != sig0, timeout=30)          # the weights shown changed
+        tab.wait_attr("mosaic-version", lambda v: v != w0, timeout=30)  # and the mosaic was redrawn
+
+        assert tab.attr("changes") == "0"
+        tab.mark("delta")
+        tab.set_number("delta", 0)                                       # drag Δ to 0 (typed here)
+        tab.wait_attr("changes", lambda v: v == "1", timeout=30)
+        tab.wait_attr("step", lambda v: int(v) >= 150, timeout=90)       # a few metric points after it
+        assert tab.page.locator(".khrbm-comp-wins").count() == 1         # TD: pixels compete
+        tab.shot("02_running_td_delta0.png")
+
+        tab.mark("bu")
+        tab.radio("kh_mode", "BU")                                        # TD → BU
+        tab.wait_attr("changes", lambda v: v == "2", timeout=30)
+        tab.page.locator(".khrbm-comp-bars").first.wait_for(timeout=30000)  # BU: hidden units compete
+        assert tab.page.locator(".khrbm-comp-wins").count() == 0
+        time.sleep(2)
+        tab.shot("03_running_bu.png")
+
+        tab.mark("pause")
+        tab.click(".khrbm-pause")
+        tab.wait_attr("state", lambda v: v == "paused", timeout=30)
+        s1 = tab.step()
+        time.sleep(1.5)
+        assert tab.step() == s1                                          # paused: the counter stands still
+
+        tab.mark("download")
+        raw = tab.download(".khrbm-export-weights")
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            key = "A.W" if "A.W" in z.files else "W"
+            assert z[key].shape == (784, 100)
+            assert np.isfinite(z[key]).all()
+            if key == "A.W":
+                assert z["B.W"].shape == (784, 100)
+        rows = list(csv.DictReader(io.StringIO(tab.download(".khrbm-export-metrics").decode())))
+        assert {r["arm"] for r in rows} == {"A", "B"}
+        assert all(0 < float(r["val_mse"]) < 1 for r in rows if r["val_mse"] != "nan")
+        cfg = json.loads(tab.download(".khrbm-export-config").decode())
+        assert cfg["init"] == "std" and cfg["n_hidden"] == 100 and cfg["delta"] == 0 and cfg["kh_mode"] == "bu"
+        assert _errors(tab) == [], "\n".join(tab.errors)
+    finally:
+        tab.close()
+
+
+def test_bars_controls_files_and_errors(khrbm_app_server, khrbm_browser, tmp_path):
+    """Offline bars: Compare off/on, Step, needs-Reset badge, malformed uploads show a message."""
+    url, _log = khrbm_app_server
+    tab = Tab(khrbm_browser, url)
+    try:
+        tab.preset("Bars (offline, seconds): units own bars")
+        tab.wait_attr("arms", lambda v: v == "2", timeout=60)
+        tab.page.locator(".khrbm-compare input, .khrbm-compare .bk-switch, .khrbm-compare").first.click()
+        tab.wait_attr("arms", lambda v: v == "1", timeout=60)            # not started: applies at once
+        assert tab.page.locator(".khrbm-mosaic-b canvas").count() >= 1   # the placeholder says Compare is off
+        tab.wait_attr("state", lambda v: v == "idle", timeout=60)
+        tab.click(".khrbm-step")
+        tab.wait_attr("step", lambda v: v == "1", timeout=30)
+
+        tab.set_number("n_hidden", 20)                                   # model setting mid-run
+        tab.page.locator(".khrbm-label-n_hidden .khrbm-pill").first.wait_for(timeout=10000)
+        assert "Reset (1)" in tab.page.locator(".khrbm-reset button").first.inner_text()
+        tab.click(".khrbm-reset")
+        tab.wait_attr("step", lambda v: v == "0", timeout=30)
+        assert tab.page.locator(".khrbm-label-n_hidden .khrbm-pill").count() == 0
+
+        bad = tmp_path / "broken.json"
+        bad.write_text('{"n_hidden": 100, "kh_mode": "sideways"')
+        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(bad))
+        err = tab.page.locator(".khrbm-error").first
+        err.wait_for(state="visible", timeout=15000)
+        assert "not valid JSON" in err.inner_text()
+        bad.write_text('{"n_hidden": 100, "kh_mode": "sideways"}')
+        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(bad))
+        tab.page.wait_for_function(
+            "() => document.body.innerText.includes('kh_mode') || true", timeout=5000)
+        deadline = time.time() + 15
+        while "kh_mode" not in err.inner_text() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "kh_mode" in err.inner_text() and "sideways" in err.inner_text()
+        junk = tmp_path / "junk.npz"
+        junk.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(junk))
+        deadline = time.time() + 20
+        while "junk.npz" not in err.inner_text() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "junk.npz" in err.inner_text()
+
+        good = tmp_path / "small.json"
+        good.write_text(json.dumps({"dataset": "bars", "n_hidden": 12, "kh_mode": "bu", "epochs": 3}))
+        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(good))
+        deadline = time.time() + 20
+        while tab.page.locator(".khrbm-w-n_hidden input").first.input_value() != "12" and time.time() < deadline:
+            time.sleep(0.2)
+        assert tab.page.locator(".khrbm-w-n_hidden input").first.input_value() == "12"
+        tab.wait_attr("state", lambda v: v == "idle", timeout=60)
+        tab.click(".khrbm-start")
+        tab.wait_attr("step", lambda v: int(v) > 20, timeout=60)
+        tab.page.locator(".khrbm-comp-bars").first.wait_for(timeout=15000)
+        time.sleep(1.5)
+        tab.shot("04_bars_bu.png")
+        assert _errors(tab) == []
+    finally:
+        tab.close()
+
+
+def test_two_tabs_are_independent_and_closing_frees(khrbm_app_server, khrbm_browser):
+    url, log_path = khrbm_app_server
+    one = Tab(khrbm_browser, url)
+    two = Tab(khrbm_browser, url)
+    try:
+        live = int(two.page.locator(".khrbm-live").first.get_attribute("data-live"))
+        assert live >= 2
+        one.click(".khrbm-start")
+        one.wait_attr("step", lambda v: int(v) >= 20, timeout=60)
+        time.sleep(1.0)
+        assert two.step() == 0 and two.attr("state") == "idle"           # the other tab did not train
+        before = int(two.page.locator(".khrbm-live").first.get_attribute("data-live"))
+        one.close()
+        deadline = time.time() + 30
+        now = before
+        while time.time() < deadline:
+            now = int(two.page.locator(".khrbm-live").first.get_attribute("data-live"))
+            if now == before - 1:
+                break
+            time.sleep(0.3)
+        assert now == before - 1, f"live trainers stayed {now} (was {before}) after closing a tab"
+        assert "trainer closed (tab closed)" in log_path.read_text()
+        assert _errors(two) == []
+    finally:
+        two.close()
