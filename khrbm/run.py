@@ -36,6 +36,37 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not fit the run it is loaded into."""
 
 
+def visible_units(cfg: RunConfig, dataset: Dataset) -> int:
+    """N: the pixels, plus the one-hot label units of a cRBM."""
+    return dataset.x_train.shape[1] + (dataset.n_classes if cfg.task == "classification" else 0)
+
+
+def check_ell(cfg: RunConfig, dataset: Dataset) -> None:
+    """ConfigError unless ℓ is below the number K of postsynaptic units of the KH mode (TD: N, BU: M)."""
+    if cfg.kh_mode == "off":
+        return
+    K = visible_units(cfg, dataset) if cfg.kh_mode == "td" else cfg.n_hidden
+    if cfg.ell >= K:
+        raise ConfigError("ell", f"must be below the {K} postsynaptic units of mode {cfg.kh_mode}, got {cfg.ell}")
+
+
+def write_npz_atomic(path: str | Path, arrays: dict) -> Path:
+    """Write ``arrays`` to ``path`` (.npz) so that a reader sees the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 class Run:
     """Training state of one (c)RBM on one dataset, advanced one minibatch at a time."""
 
@@ -50,7 +81,7 @@ class Run:
         self.n_train = n_train
         self.batches_per_epoch = math.ceil(n_train / config.batch_size)
         self.config = config
-        self._check_ell(config)
+        check_ell(config, self.dataset)
         self.dtype = np.dtype(config.dtype)
         self.params = init_params(self.n_visible, config.n_hidden, config.init, config.seed, self.dtype)
         self.stepper = stepper or make_stepper(config.backend, self.n_visible, config.n_hidden,
@@ -67,7 +98,7 @@ class Run:
     # --- shapes and data ------------------------------------------------------------------------
     @property
     def n_visible(self) -> int:
-        return self.n_pixels + self.n_labels
+        return visible_units(self.config, self.dataset)
 
     @property
     def epoch(self) -> float:
@@ -90,7 +121,7 @@ class Run:
                 x, y = x[:cap], y[:cap]
         return x, y
 
-    def _batch_indices(self, step: int) -> np.ndarray:
+    def batch_indices(self, step: int) -> np.ndarray:
         epoch, i = divmod(step, self.batches_per_epoch)
         if epoch != self._order_epoch:
             self._order = rng.generator(self.config.seed, ORDER, epoch).permutation(self.n_train)
@@ -104,7 +135,7 @@ class Run:
 
     def train_batch(self) -> StepResult:
         """One minibatch: KH modulation (if active), then the CD/PCD step (Eq. 9)."""
-        idx = self._batch_indices(self.step)
+        idx = self.batch_indices(self.step)
         X = self.visible(self.dataset.x_train[idx], self.dataset.y_train[idx])
         st = self.settings()
         chain = None
@@ -151,18 +182,11 @@ class Run:
             if name not in LIVE_FIELDS:
                 raise ConfigError(name, "changes the model and needs a reset")
         new = self.config.replace(**changes)
-        self._check_ell(new)
+        check_ell(new, self.dataset)
         diff = {n: (getattr(self.config, n), getattr(new, n)) for n in changes
                 if getattr(self.config, n) != getattr(new, n)}
         self.config = new
         return diff
-
-    def _check_ell(self, cfg: RunConfig):
-        if cfg.kh_mode == "off":
-            return
-        K = self.n_visible if cfg.kh_mode == "td" else cfg.n_hidden
-        if cfg.ell >= K:
-            raise ConfigError("ell", f"must be below the {K} postsynaptic units of mode {cfg.kh_mode}, got {cfg.ell}")
 
     def is_finite(self) -> bool:
         p = self.params
@@ -174,26 +198,22 @@ class Run:
         p = self.params
         return sigmoid(sigmoid(V @ p.W + p.b) @ p.W.T + p.a)
 
-    def evaluate(self, n: int | None = None, splits=("val", "train")) -> dict:
-        """Metrics at the current step on the first n images of each split; appended to ``history``."""
-        point = {"step": self.step, "epoch": self.epoch,
-                 "eps": self.settings().eps}
-        for split in ("val", "train"):
-            mse = ce = acc = math.nan
-            if split in splits:
-                x, y = self.split(split, n)
-                V = self.visible(x, y)
-                key = rng.stream(self.config.seed, EVAL, self.step, split == "train")
-                mse = metrics.reconstruction_mse(V, self.params, rng.stream(key, 1), self.n_pixels)
-                ce = metrics.cross_entropy(V, self.params, rng.stream(key, 2), self.n_pixels)
-                if self.n_labels and split == "val":
-                    acc = metrics.crbm_accuracy(x, y, self.params, self.n_labels)
-            point[f"{split}_mse"], point[f"{split}_ce"] = mse, ce
+    def evaluate(self, n_val: int | None = None, n_train: int | None = None) -> dict:
+        """Metrics at the current step on the first ``n_val`` validation and ``n_train`` training images
+        (all when None; ``val_size``/``train_size`` still apply); appended to ``history``."""
+        point = {"step": self.step, "epoch": self.epoch, "eps": self.settings().eps}
+        for split, n in (("val", n_val), ("train", n_train)):
+            x, y = self.split(split, n)
+            V = self.visible(x, y)
+            key = rng.stream(self.config.seed, EVAL, self.step, split == "train")
+            point[f"{split}_mse"] = metrics.reconstruction_mse(V, self.params, rng.stream(key, 1), self.n_pixels)
+            point[f"{split}_ce"] = metrics.cross_entropy(V, self.params, rng.stream(key, 2), self.n_pixels)
             if split == "val":
-                point["accuracy"] = acc
+                point["accuracy"] = (metrics.crbm_accuracy(x, y, self.params, self.n_labels)
+                                     if self.n_labels else math.nan)
         point["overlap"] = metrics.receptive_field_overlap(self.params.W, self.n_pixels)
-        self.history.append(point)
-        return point
+        self.history.append({k: point[k] for k in HISTORY_KEYS})
+        return self.history[-1]
 
     # --- checkpoints --------------------------------------------------------------------------------
     def state_arrays(self) -> dict:
@@ -209,18 +229,8 @@ class Run:
         return arrays
 
     def save(self, path: str | Path) -> Path:
-        """Write the whole run state to ``path`` (.npz) atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **self.state_arrays())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write the whole run state to ``path`` (.npz) atomically."""
+        return write_npz_atomic(path, self.state_arrays())
 
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset | None = None, config: RunConfig | None = None,

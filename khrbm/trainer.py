@@ -32,8 +32,6 @@ import itertools
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 import weakref
@@ -48,7 +46,7 @@ import numpy as np
 
 from .config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
 from .data import Dataset, load_dataset
-from .run import (CHECKPOINT_VERSION, HISTORY_KEYS, XI_KEYS, CheckpointError, Run, history_columns,
+from .run import (CHECKPOINT_VERSION, check_ell, write_npz_atomic, HISTORY_KEYS, XI_KEYS, CheckpointError, Run, history_columns,
                   read_checkpoint)
 
 log = logging.getLogger(__name__)
@@ -195,16 +193,6 @@ def check_pair(config_a: RunConfig, config_b: RunConfig | None) -> tuple:
     return tuple(configs)
 
 
-def _check_ell(cfg: RunConfig, dataset: Dataset):
-    """ConfigError unless ℓ is below the number of postsynaptic units of the KH mode (as Run checks)."""
-    if cfg.kh_mode == "off":
-        return
-    n_visible = dataset.n_pixels + (dataset.n_classes if cfg.task == "classification" else 0)
-    K = n_visible if cfg.kh_mode == "td" else cfg.n_hidden
-    if cfg.ell >= K:
-        raise ConfigError("ell", f"must be below the {K} postsynaptic units of mode {cfg.kh_mode}, got {cfg.ell}")
-
-
 def _divergence(run: Run) -> str | None:
     """None if the parameters are finite and below EXPLODE in size, else what went wrong."""
     p = run.params
@@ -229,22 +217,6 @@ def _divergence(run: Run) -> str | None:
         cause = "the step sizes are too large for this model"
     return (f"weights {what} at step {run.step} (epoch {run.epoch:.2f}) — {cause}; "
             f"lower η or ε0 and Reset")
-
-
-def _write_npz_atomic(path: Path, arrays: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _changes_json(changes) -> np.ndarray:
@@ -567,7 +539,7 @@ class _Core:
         n = 0
         with KERNEL_LOCK:
             for run in self.runs:
-                n += len(run._batch_indices(run.step))
+                n += len(run.batch_indices(run.step))
                 run.train_batch()
         if self.steps_left > 0:
             self.steps_left -= 1
@@ -619,13 +591,7 @@ class _Core:
         (at epoch boundaries) the full validation set plus the training subsample."""
         for run in self.runs:
             n = run.config.eval_size
-            if full:
-                run.evaluate(n=n, splits=("train",))
-                train = run.history.pop()
-                point = run.evaluate(n=None, splits=("val",))
-                point["train_mse"], point["train_ce"] = train["train_mse"], train["train_ce"]
-            else:
-                run.evaluate(n=n)
+            run.evaluate(n_val=None if full else n, n_train=n)
         self.last_eval_step = self.runs[0].step
         self.dirty = True
 
@@ -721,7 +687,7 @@ class _Core:
             for name, run in zip(ARM_NAMES, self.runs):
                 arrays.update({f"{name}.{k}": v for k, v in run.state_arrays().items()})
         arrays["trainer_changes"] = _changes_json(self.changes)
-        return _write_npz_atomic(Path(path), arrays)
+        return write_npz_atomic(path, arrays)
 
 
 def read_trainer_checkpoint(path) -> tuple[list[dict], list[Change]]:
@@ -873,7 +839,7 @@ class Trainer:
                 mine = dict(changes) if i in targets else dict(shared)
                 if mine:
                     new[i] = new[i].replace(**mine)
-                    _check_ell(new[i], core.dataset)
+                    check_ell(new[i], core.dataset)
                     queued.append(("update", i, mine))
             core.queue.extend(queued)
             core.issued += len(queued)

@@ -31,9 +31,9 @@ def test_same_config_same_run_and_seed_matters(bars, backend):
 
 def test_minibatches_cover_each_epoch_once(bars):
     run = Run(RunConfig(**SMALL, batch_size=64), bars)
-    seen = np.concatenate([run._batch_indices(t) for t in range(run.batches_per_epoch)])
+    seen = np.concatenate([run.batch_indices(t) for t in range(run.batches_per_epoch)])
     assert run.batches_per_epoch == 10 and np.array_equal(np.sort(seen), np.arange(600))
-    nxt = np.concatenate([run._batch_indices(t) for t in range(10, 20)])
+    nxt = np.concatenate([run.batch_indices(t) for t in range(10, 20)])
     assert not np.array_equal(seen, nxt) and np.array_equal(np.sort(nxt), np.arange(600))
 
 
@@ -61,7 +61,7 @@ def test_checkpoint_restores_exactly_mid_epoch(bars, tmp_path):
     cfg = RunConfig(**SMALL, kh_mode="td", sampler="pcd", k=2, radius=1.0)
     straight = steps(Run(cfg, bars), 13)
     first = steps(Run(cfg, bars), 5)
-    first.evaluate(n=50)
+    first.evaluate(n_val=50, n_train=50)
     first.save(tmp_path / "ck.npz")
     resumed = steps(Run.load(tmp_path / "ck.npz", bars), 8)
     assert resumed.step == 13 and len(resumed.history) == 1

@@ -57,7 +57,7 @@ def params_of(arm):
 def reference_step(cfg, dataset, before: Params, t: int) -> Params:
     """numpy_step at cfg's settings on minibatch t with key rng.stream(seed, t), from ``before``."""
     run = Run(cfg.replace(backend="numpy"), dataset)
-    idx = run._batch_indices(t)
+    idx = run.batch_indices(t)
     X = run.visible(dataset.x_train[idx], dataset.y_train[idx])
     p = before.copy()
     numpy_step(p, X, StepSettings.from_config(cfg, t / run.batches_per_epoch, run.n_labels), rng.stream(cfg.seed, t))
