@@ -1,22 +1,22 @@
 """The khrbm lab, built once per browser tab by ``app/main.py`` (which `panel serve app` runs per session).
 
 This module is imported once per server process (so its globals survive a session's teardown, when
-``on_session_destroyed`` callbacks run). Each session builds one :class:`Lab`: its own Trainer (background thread), widgets generated from
-``khrbm.config.FIELDS`` and Bokeh views (app/views.py) whose data sources are replaced in place. A periodic callback reads
-``trainer.snapshot`` and redraws only when ``snapshot.version`` changed. Closing the tab closes the trainer.
+``on_session_destroyed`` callbacks run). Each session builds one :class:`Lab`: its own Trainer (background
+thread), widgets generated from ``khrbm.config.FIELDS`` and Bokeh views (app/views.py) whose data sources
+are replaced in place. A periodic callback reads ``trainer.snapshot`` and redraws only when
+``snapshot.version`` changed. Closing the tab closes the trainer. Nothing here trains on the event loop;
+calls that wait for the trainer's loop (loading a checkpoint, closing) run on worker threads.
 
 Assets (CSS, favicon, logo) live in ``assets/`` at the repository root and are inlined into the page
-(CSS as raw_css, images base64-encoded by the template), so `panel serve app` needs no extra flags.
+(style.css as the stylesheet of the panes that use it, favicon and logo base64-encoded by the template),
+so `panel serve app` needs no extra flags (no --static-dirs).
 """
 from __future__ import annotations
 
 import functools
 import html
 import io
-import json
 import logging
-import math
-import os
 import sys
 import tempfile
 import threading
@@ -66,9 +66,9 @@ LABELS = {"compare": "Compare", "kh_mode": "KH mode", "eps0": "ε0 KH step", "de
           "ell_band": "band 1..ℓ", "shuffle_xi": "shuffled ξ",
           "lr": "η learning rate", "k": "k Gibbs steps", "dataset": "dataset", "task": "task",
           "n_hidden": "M", "init": "init", "sampler": "sampler", "batch_size": "B",
-          "epochs": "epochs", "seed": "seed", "probe_every": "ξ probe every (batches)",
+          "epochs": "epochs", "seed": "seed", "probe_every": "ξ probe every",
           "probe_trials": "ξ probe trials", "eval_size": "eval images", "label_sampling": "label sampling",
-          "train_size": "train images (blank: all)", "val_size": "val images (blank: all)",
+          "train_size": "train images", "val_size": "val images",
           "dtype": "dtype", "backend": "backend"}
 CHOICE_LABELS = {"kh_mode": {"off": "off", "td": "TD", "bu": "BU"}, "sampler": {"cd": "CD", "pcd": "PCD"},
                  "task": {"reconstruction": "reconstruct", "classification": "classify"}}
@@ -97,6 +97,7 @@ LABEL_CSS = """
 RADIO_CSS = ".bk-btn { padding: 4px 6px !important; }"
 
 
+@functools.lru_cache(maxsize=1)
 def _read_css() -> str:
     try:
         return (ASSETS / "style.css").read_text()
@@ -176,6 +177,14 @@ class SliderBox(pn.viewable.Viewer):
     def __panel__(self):
         return self._layout
 
+    def set_display_end(self, end: float):
+        """Widen or narrow the slider's visible range (the value stays; the box still takes any value)."""
+        self._sync = True
+        try:
+            self._slider.end = max(float(end), float(self.value or 0.0), self._slider.start + self._slider.step)
+        finally:
+            self._sync = False
+
     def _from_slider(self, event):          # dragging: show the number, do not apply yet
         if self._sync:
             return
@@ -234,6 +243,12 @@ def _boxed(fig, css: str):
     return pn.Column(pn.pane.Bokeh(fig, margin=0), margin=(0, 2), css_classes=[css])
 
 
+def short_message(msg: str, limit: int = 220) -> str:
+    """One screen line or two: drop the list of searched folders of a data error, cap the length."""
+    msg = str(msg).split("; searched:")[0].strip()
+    return msg if len(msg) <= limit else msg[: limit - 1] + "…"
+
+
 class UserError(Exception):
     """A message for the person at the screen (bad file, unavailable dataset ...)."""
 
@@ -276,13 +291,14 @@ class Lab:
         self._loaded_msg = ""
         self.session_id = _session_id()
 
+        css = _read_css()
         self.status = pn.pane.HTML(self._status_html(None, "starting…"), css_classes=["khrbm-status"],
-                                   sizing_mode="stretch_width", margin=(0, 5))
+                                   sizing_mode="stretch_width", margin=(0, 5), stylesheets=[css])
         self.banner = pn.pane.Alert("", alert_type="warning", visible=False, margin=(0, 5, 4, 5),
                                     css_classes=["khrbm-banner"], sizing_mode="stretch_width")
         self.errorbox = pn.pane.Alert("", alert_type="danger", visible=False, margin=(0, 5, 4, 5),
                                       css_classes=["khrbm-error"], sizing_mode="stretch_width")
-        self.server_line = pn.pane.HTML("", css_classes=["khrbm-server"], margin=(4, 10))
+        self.server_line = pn.pane.HTML("", css_classes=["khrbm-server"], margin=(4, 10), stylesheets=[css])
         self._build_widgets()
         self._build_views()
 
@@ -298,8 +314,7 @@ class Lab:
             watch = "value_throttled" if isinstance(w, SliderBox) else "value"
             w.param.watch(functools.partial(self._on_field, f.name), watch)
 
-        names = list(presets.PRESETS)
-        self.preset = pn.widgets.Select(name="Preset", options=names, value=presets.INIT_ROBUSTNESS,
+        self.preset = pn.widgets.Select(name="Preset", groups=presets.groups(), value=presets.INIT_ROBUSTNESS,
                                         description="Load a ready setup (not started). The authors' tuned "
                                         "settings come from their published configs.", css_classes=["khrbm-preset"],
                                         sizing_mode="stretch_width", margin=(0, 10, 2, 10))
@@ -549,6 +564,8 @@ class Lab:
         A new Trainer (instead of ``reset``) keeps the event loop free: construction returns at once and
         the loop thread compiles / evaluates step 0 while the page already shows the initial weights.
         """
+        if self._closed:
+            return
         ok, msg = kdata.dataset_status(cfg.dataset)
         if not ok:
             raise UserError(msg)
@@ -600,9 +617,9 @@ class Lab:
         else:
             name = presets.BARS
             self.banner.object = ("**MNIST is not available here**, so the lab opened on the offline *bars* "
-                                  "data. To get MNIST run `khrbm data fetch mnist`, or point "
-                                  "`KHRBM_DATA_DIR` at a folder with the MNIST IDX files, then reload. "
-                                  f"({mnist_msg})")
+                                  "data. To get MNIST run `khrbm data fetch mnist` (needs internet once), or "
+                                  "set `KHRBM_DATA_DIR` to a folder with the MNIST IDX files; then reload.")
+            log.info("MNIST not available: %s", mnist_msg)
             self.banner.visible = True
         self._suppress = True
         try:
@@ -618,7 +635,15 @@ class Lab:
     def _on_preset(self, event):
         if self._suppress:
             return
-        self._load_preset(event.new)
+        try:
+            self._load_preset(event.new)
+        except Exception:
+            self._suppress = True
+            try:
+                self.preset.value = event.old
+            finally:
+                self._suppress = False
+            raise
 
     def _load_preset(self, name):
         fields, compare = presets.split(presets.PRESETS[name])
@@ -626,8 +651,8 @@ class Lab:
         if not ok:
             raise UserError(f"preset '{name}' needs {fields['dataset']}: {msg}")
         cfg = RunConfig().replace(**fields)
-        self._set_widgets(cfg, compare)
         self._install(cfg, compare)
+        self._set_widgets(cfg, compare)
         self._loaded_msg = f"Loaded “{name}”: {presets.description(name)}. Press ▶ Start."
         self.clear_error()
         self.tick(force=True)
@@ -640,6 +665,7 @@ class Lab:
                 v = getattr(cfg, f.name)
                 if f.name == "horizon":
                     v = cfg.kh_horizon
+                    w.set_display_end(2 * cfg.epochs)
                 w.value = v
             self.compare_sw.value = compare
         finally:
@@ -684,21 +710,22 @@ class Lab:
         except ConfigError:
             self._revert(name)
             raise
-        if not self.started():
-            self._install(new.replace(**self._pending_fields()), self._pending_compare())
-            self.clear_error()
-            return
-        arm = "A" if (name == "kh_mode" and self.compare) else "both"   # arm B stays the plain RBM
         try:
-            self.trainer.update(arm=arm, **{name: value})
+            if not self.started():      # nothing trained yet: a fresh trainer, no change marker
+                self._install(new.replace(**self._pending_fields()), self._pending_compare())
+            else:
+                arm = "A" if (name == "kh_mode" and self.compare) else "both"   # arm B stays the plain RBM
+                self.trainer.update(arm=arm, **{name: value})
+                self.cfg = new
         except Exception:
             self._revert(name)
             raise
-        self.cfg = new
-        if name == "epochs" and new.horizon is None:      # S follows the number of epochs
+        if name == "epochs":
             self._suppress = True
             try:
-                self.widgets["horizon"].value = float(new.kh_horizon)
+                if self.cfg.horizon is None:                 # S follows the number of epochs
+                    self.widgets["horizon"].value = float(self.cfg.kh_horizon)
+                self.widgets["horizon"].set_display_end(2 * self.cfg.epochs)
             finally:
                 self._suppress = False
         self.clear_error()
@@ -721,16 +748,22 @@ class Lab:
             self.pending.pop(name, None)
         else:
             self.pending[name] = value
-        if name == "epochs" and self.cfg.horizon is None:
-            w = self.widgets["horizon"]
-            self._suppress = True
-            try:
-                w.value = float(value)
-            finally:
-                self._suppress = False
         if not self.started():
-            cfg = self.cfg.replace(**self._pending_fields())  # ConfigError (e.g. classification on bars)
-            self._install(cfg, self._pending_compare())
+            try:
+                cfg = self.cfg.replace(**self._pending_fields())  # ConfigError (e.g. classification on bars)
+                self._install(cfg, self._pending_compare())
+            except Exception:
+                self.pending.pop(name, None)
+                if name == "compare":
+                    self._suppress = True
+                    try:
+                        self.compare_sw.value = self.compare
+                    finally:
+                        self._suppress = False
+                else:
+                    self._revert(name)
+                self._show_badges()
+                raise
             self.clear_error()
         else:
             self._show_badges()
@@ -757,6 +790,8 @@ class Lab:
         if self.trainer is None:
             raise UserError("the trainer is not ready yet")
         snap = self.trainer.snapshot
+        if snap.state in ("diverged", "error"):
+            raise UserError(f"{snap.message or snap.state} — press ⟲ Reset (lower η or ε0 first)")
         if snap.state == "finished":
             raise UserError(f"the run reached its {snap.arms[0].config.epochs} epochs: raise 'epochs' (applies at "
                             "once) to train on, or Reset")
@@ -837,8 +872,8 @@ class Lab:
             ok, msg = kdata.dataset_status(cfg.dataset)
             if not ok:
                 raise UserError(f"{name} asks for {cfg.dataset}: {msg}")
-            self._set_widgets(cfg, self.compare)
             self._install(cfg, self.compare)
+            self._set_widgets(cfg, self.compare)
             self._loaded_msg = f"Loaded config {name}. Press ▶ Start."
         elif name.lower().endswith(".npz") or raw[:2] == b"PK":
             if self.trainer is None:
@@ -919,12 +954,13 @@ class Lab:
     # --- messages -----------------------------------------------------------------------------------
     def error(self, msg: str):
         log.info("session %s: shown error: %s", self.session_id, msg)
-        self.errorbox.object = f"⚠ {msg}"
+        msg = short_message(msg)
+        self.errorbox.object = f"⚠ {html.escape(msg)}"
         self.errorbox.visible = True
         self._error_until = time.monotonic() + 20
         try:
             if pn.state.notifications is not None:
-                pn.state.notifications.error(msg, duration=8000)
+                pn.state.notifications.error(html.escape(msg), duration=8000)
         except Exception:  # noqa: BLE001
             pass
 
@@ -1005,41 +1041,62 @@ class Lab:
             extra = " — raise epochs to train on"
         if self._busy:
             extra += f" — {html.escape(self._busy)}"
-        wsig = getattr(a, "checksum", 0) or float(np.abs(np.asarray(a.W, dtype=np.float64)).sum())
+        wsig = getattr(a, "checksum", 0) or f"{float(np.abs(np.asarray(a.W, dtype=np.float64)).sum()):.9g}"
         legend = []
         for arm in snap.arms:
             c = COLORS.get(arm.name, "#333")
             legend.append(f"<span class='khrbm-chip' style='background:{c}'></span>"
                           f"{views.arm_label(arm.name, arm.config)}")
         legend_html = " &nbsp; ".join(legend)
-        changes_title = "&#10;".join(views.describe_change(c) for c in snap.changes[-12:]) or "no changes yet"
+        changes_title = ("&#10;".join(html.escape(views.describe_change(c), quote=True) for c in snap.changes[-12:])
+                         or "no changes yet")
         hint = ""
         if state in ("idle",) and a.step == 0 and self._loaded_msg:
-            hint = f"<div class='khrbm-hint'>{self._loaded_msg}</div>"
+            hint = f"<div class='khrbm-hint'>{html.escape(self._loaded_msg)}</div>"
         elif snap.notice:
-            hint = f"<div class='khrbm-hint'>{snap.notice}</div>"
+            hint = f"<div class='khrbm-hint'>{html.escape(snap.notice)}</div>"
         return (f"<div class='khrbm-statusline' data-state='{state}' data-step='{a.step}' "
-                f"data-version='{snap.version}' data-changes='{n_changes}' data-wsig='{wsig:.6g}' "
+                f"data-version='{snap.version}' data-changes='{n_changes}' data-wsig='{wsig}' "
                 f"data-mosaic-version='{self._mosaic_version}' data-arms='{len(snap.arms)}'>"
                 f"<span class='khrbm-state state-{state}'>{line.split(' · ', 1)[0]}</span>"
-                f"<span class='khrbm-line'> · {line.split(' · ', 1)[1] if ' · ' in line else ''}{extra}</span>"
+                f"<span class='khrbm-line'>{line.split(' · ', 1)[1] if ' · ' in line else ''}{extra}</span>"
                 f"<span class='khrbm-legend'>{legend_html} · <i>solid</i> validation, <i>dashed</i> train · "
                 f"<span class='khrbm-changes' title='{changes_title}'>┆ setting changes: {n_changes}</span>"
                 f"</span></div>{hint}")
 
 
 # sizes (px) chosen for one 1440×900 screen; see tests/artifacts/*.png
-MOSAIC_FRAME = dict(frame=240)
-MOSAIC_BOX = dict(height=285, width=330)
+MOSAIC_FRAME = dict(frame=262)
+MOSAIC_BOX = dict(height=290, width=350)
 CURVE_SIZE = dict(height=205, width=345)
 PROBE_SIZE = dict(frame=250)
 PROBE_COLS = 8
-COMP_IMG = dict(frame=140)
-COMP_BARS = dict(height=285, width=390)
+COMP_IMG = dict(frame=128)
+COMP_BARS = dict(height=290, width=360)
+
+
+def _local_resources():
+    """Give the session's document its local resource URL before any component is built.
+
+    Panel sets ``dist_url`` only when it renders the page, and patches the models that exist then. Seen
+    here with Panel 1.9.4 (also in a bare BootstrapTemplate app): now and then the first page of a fresh
+    server is sent with every stylesheet still pointing at cdn.holoviz.org, which an offline classroom
+    cannot reach (and the browser logs an error per file). Models created with ``dist_url`` already set
+    get local URLs from the start.
+    """
+    try:
+        from panel.io.resources import LOCAL_DIST
+        doc = pn.state.curdoc
+        if doc is not None:
+            rel = pn.state.rel_path
+            doc._template_variables.setdefault("dist_url", f"{rel}/{LOCAL_DIST}" if rel else LOCAL_DIST)
+    except Exception:  # noqa: BLE001 - a Panel without these internals: keep its default behaviour
+        pass
 
 
 def build() -> pn.template.BootstrapTemplate:
-    pn.extension(notifications=True, raw_css=[_read_css()])
+    _local_resources()
+    pn.extension(notifications=True)
     lab = Lab()
     W = lab.controls
 

@@ -50,9 +50,12 @@ PRESETS: dict[str, dict] = {
            "eps0": 0.04, "delta": 0.4, "radius": 0.1, "ell": 1, "p": 2.0, "k": 1, "lr": 0.1,
            "batch_size": 100, "sampler": "cd", "epochs": 500, "horizon": None, "seed": 1, **PROBE,
            "compare": True},
+    # 56 units for the 28 + 28 bars. Measured (seed 1, 10 epochs): 51 of the 56 bars are each owned by a
+    # unit (receptive-field cosine > 0.5 with a single bar) under KH_BU, none under plain CD-1; plain
+    # CD-1 reconstructs better (MSE 0.063 vs 0.134 per pixel): the competition buys separate features.
     BARS: {"dataset": "bars", "task": "reconstruction", "n_hidden": 56, "init": "lecun", "kh_mode": "bu",
-           "eps0": 0.04, "delta": 0.4, "radius": 1.0, "ell": 1, "p": 2.0, "k": 1, "lr": 0.1,
-           "batch_size": 100, "sampler": "cd", "epochs": 20, "horizon": None, "seed": 1,
+           "eps0": 0.08, "delta": 0.1, "radius": 1.0, "ell": 1, "p": 2.0, "k": 1, "lr": 0.1,
+           "batch_size": 100, "sampler": "cd", "epochs": 10, "horizon": None, "seed": 1,
            **PROBE, "compare": True},
 }
 for (_task, _data, _m, _init), _modes in AUTHORS_TABLE.items():
@@ -64,7 +67,8 @@ DESCRIPTIONS = {
     INIT_ROBUSTNESS: "std init; KH_TD (A) should beat plain CD-1 (B): 0.077 vs 0.095 MSE/pixel "
                      "after 30 epochs in the authors' code",
     FIG3: "the paper's Fig. 3 setting; KH_TD wins late in a long run",
-    BARS: "Földiák's bars, offline: watch each hidden unit come to own a bar",
+    BARS: "Földiák's bars, offline: under KH_BU (A) each hidden unit comes to own one bar; "
+          "the plain RBM (B) spreads every bar over many units",
 }
 
 
@@ -72,6 +76,13 @@ def description(name: str) -> str:
     if name in DESCRIPTIONS:
         return DESCRIPTIONS[name]
     return "the authors' tuned setting (their published config: CD-1, 500 epochs)"
+
+
+def groups() -> dict[str, list[str]]:
+    """Preset names grouped for the app's drop-down (classroom first, then the authors' table)."""
+    classroom = [INIT_ROBUSTNESS, FIG3, BARS]
+    return {"Classroom": classroom,
+            "Authors' tuned settings (500 epochs)": [n for n in PRESETS if n not in classroom]}
 
 
 def split(preset: dict) -> tuple[dict, bool]:

@@ -5,10 +5,12 @@ khrbm's NumbaStepper (float32), on real binarized MNIST.
     python benchmarks/bench_step.py            # full run (a few minutes)
     python benchmarks/bench_step.py --quick    # a short smoke run (~1 min incl. compilation)
     python benchmarks/bench_step.py --crossover  # gather vs BLAS against density, one thread
+    python benchmarks/bench_step.py --profile    # per-kernel CPU time of our step, one thread
 
 Data: $KHRBM_DATA_DIR, else ../shared/data next to the repository. Each figure is the median over
 ``--repeats`` passes over ``--images`` training images (B = 100), after one warm-up pass; every pass
-keeps training the same parameters (LeCun init), as a real run does. Prints samples/s, the ratio
+keeps training the same parameters (LeCun init), as a real run does. Passes of all cases are
+interleaved round by round, so a change of machine load affects every case alike. Prints samples/s, the ratio
 ours/reference and the KH overhead (KH step time / CD-1 step time), plus the machine and its load.
 """
 from __future__ import annotations
@@ -105,42 +107,53 @@ def settings(name: str, M: int) -> tuple[StepSettings, dict]:
             dict(k=1, kh=mode, eps=eps, delta=delta))
 
 
-def time_passes(step_fn, n_batches: int, repeats: int) -> list[float]:
-    """Seconds per pass over n_batches minibatches, for ``repeats`` passes after one warm-up pass."""
-    out = []
-    for rep in range(repeats + 1):
-        t0 = time.perf_counter()
-        for i in range(n_batches):
-            step_fn(rep, i)
-        if rep:
-            out.append(time.perf_counter() - t0)
-    return out
-
-
-def run_case(name, M, images, labels, repeats, B=100, which=("ref", "ours")):
-    n = len(images)
-    nb = n // B
+def make_runners(name, M, images, labels, B=100, which=("ref", "ours")):
+    """{implementation: (step(rep, i), number of minibatches)} for one case, each with its own
+    parameters (LeCun init, seed 1) that keep training across passes."""
+    nb = len(images) // B
     st, kw = settings(name, M)
     nl = st.n_labels
     X = images.astype(np.float32)
     if nl:
         X = np.concatenate([X, np.eye(nl, dtype=np.float32)[labels]], axis=1)
     N = X.shape[1]
-    res = {}
+    runners = {}
     if "ref" in which:
         p = init_params(N, M, "lecun", 1, np.float64)
-        W, a, b = p.W, p.a, p.b
         X64 = X.astype(np.float64)
         gen = np.random.default_rng(1)
-        secs = time_passes(lambda rep, i: reference_step(W, a, b, X64[i * B:(i + 1) * B], gen, **kw), nb, repeats)
-        res["ref"] = nb * B / statistics.median(secs)
+        runners["ref"] = lambda rep, i, p=p: reference_step(p.W, p.a, p.b, X64[i * B:(i + 1) * B], gen, **kw)
     if "ours" in which:
         p = init_params(N, M, "lecun", 1, np.float32)
         stepper = kernels.NumbaStepper(N, M, B, np.float32)
-        secs = time_passes(lambda rep, i: stepper.step(p, X[i * B:(i + 1) * B], st, rng.stream(1, rep, i)),
-                           nb, repeats)
-        res["ours"] = nb * B / statistics.median(secs)
-    return res
+        runners["ours"] = lambda rep, i, p=p: stepper.step(p, X[i * B:(i + 1) * B], st, rng.stream(1, rep, i))
+    return runners, nb
+
+
+def run_all(cases, hidden, images, labels, repeats, which, B=100):
+    """Samples/s (median over passes) per (case, M, implementation). Passes are interleaved: each
+    round times one pass of every case and implementation, so a change of machine load hits all of
+    them alike; round 0 is the warm-up."""
+    jobs = {}
+    for M in hidden:
+        for case in cases:
+            runners, nb = make_runners(case, M, images, labels, B, which)
+            for impl, fn in runners.items():
+                jobs[(case, M, impl)] = (fn, nb)
+    secs = {key: [] for key in jobs}
+    for rep in range(repeats + 1):
+        for key, (fn, nb) in jobs.items():
+            if key[2] == "ours":
+                # OpenBLAS's idle threads busy-wait ~0.1 s after the reference's last matmul; let them
+                # park so that they do not steal the cores from our pass (SPEC's 2-core trap).
+                time.sleep(0.3)
+            t0 = time.perf_counter()
+            for i in range(nb):
+                fn(rep, i)
+            if rep:
+                secs[key].append(time.perf_counter() - t0)
+        print(f"  round {rep}/{repeats} done" + (" (warm-up)" if rep == 0 else ""), flush=True)
+    return {key: jobs[key][1] * B / statistics.median(v) for key, v in secs.items()}
 
 
 def crossover() -> None:
@@ -177,6 +190,49 @@ def crossover() -> None:
         print(f"| {rho:.2f} | {t_g:.3f} | {t_c:.3f} | {t_b:.3f} |")
 
 
+def profile(M: int, images, labels, passes: int = 1) -> None:
+    """Per-kernel CPU time of our step (``time.thread_time``: other processes do not count; run with
+    NUMBA_NUM_THREADS=1 so the work stays on the calling thread), after one epoch of training."""
+    import collections
+
+    names = [n for n in vars(kernels) if n.startswith("_") and hasattr(getattr(kernels, n), "py_func")]
+    B = 100
+    nb = len(images) // B
+    X = images.astype(np.float32)
+    print(f"M = {M}: ms of CPU per minibatch (one thread), after one epoch on {nb * B} images")
+    for case in ("CD-1", "KH_TD-CD1", "KH_BU-CD1", "CD-10"):
+        st, _ = settings(case, M)
+        p = init_params(784, M, "lecun", 1, np.float32)
+        stepper = kernels.NumbaStepper(784, M, B, np.float32)
+        for i in range(nb):
+            stepper.step(p, X[i * B:(i + 1) * B], st, rng.stream(1, 0, i))
+        acc = collections.defaultdict(float)
+        orig = {n: getattr(kernels, n) for n in names}
+
+        def wrap(n, f):
+            def g(*a):
+                t = time.thread_time()
+                r = f(*a)
+                acc[n] += time.thread_time() - t
+                return r
+            return g
+
+        for n in names:
+            setattr(kernels, n, wrap(n, orig[n]))
+        try:
+            t0 = time.thread_time()
+            for rep in range(passes):
+                for i in range(nb):
+                    stepper.step(p, X[i * B:(i + 1) * B], st, rng.stream(1, 1 + rep, i))
+            total = (time.thread_time() - t0) / (nb * passes) * 1e3
+        finally:
+            for n in names:
+                setattr(kernels, n, orig[n])
+        parts = ", ".join(f"{k.lstrip('_')} {v / (nb * passes) * 1e3:.3f}"
+                          for k, v in sorted(acc.items(), key=lambda kv: -kv[1]) if v > 0)
+        print(f"  {case:10s} {total:.3f} ms/batch ({B / total * 1e3:,.0f} samples/s on one core): {parts}")
+
+
 def machine() -> dict:
     import numba
 
@@ -203,18 +259,29 @@ def main(argv=None) -> int:
     ap.add_argument("--crossover", action="store_true",
                     help="only print the gather-vs-BLAS table of one product against density (1 thread)")
     ap.add_argument("--crossover-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true",
+                    help="only print per-kernel CPU time of our step with one Numba thread, for each --hidden")
+    ap.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.crossover_child:
         crossover()
         return 0
-    if args.crossover:
+    if args.crossover or args.profile:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
-        return subprocess.run([sys.executable, __file__, "--crossover-child"], env=env, check=False).returncode
+        child = ["--crossover-child"] if args.crossover else (
+            ["--profile-child", "--hidden", *map(str, args.hidden)] + (["--images", str(args.images)] if args.images else []))
+        return subprocess.run([sys.executable, __file__, *child], env=env, check=False).returncode
     images = args.images or (1000 if args.quick else 10_000)
     repeats = args.repeats or (2 if args.quick else 5)
     data_dir = Path(os.environ.get("KHRBM_DATA_DIR") or ROOT.parent / "shared" / "data")
 
+    load_before = os.getloadavg()[0]
     x, y = load_mnist(images, data_dir)
+    if args.profile_child:
+        kernels.warmup((np.float32,))
+        for M in args.hidden:
+            profile(M, x, y)
+        return 0
     info = machine()
     t0 = time.perf_counter()
     kernels.warmup((np.float32,))
@@ -225,14 +292,12 @@ def main(argv=None) -> int:
           f"{info['date']}")
     print(f"kernels warm-up {time.perf_counter() - t0:.1f} s; data: {len(x)} MNIST images from {data_dir}, "
           f"pixel density {x.mean():.3f}; B = 100; median of {repeats} passes after 1 warm-up pass")
-    load0 = os.getloadavg()
     which = ("ours",) if args.no_reference else ("ref", "ours")
+    speed = run_all(args.cases, args.hidden, x, y, repeats, which)
     rows = []
     for M in args.hidden:
         for case in args.cases:
-            res = run_case(case, M, x, y, repeats, which=which)
-            rows.append((case, M, res))
-            print(f"  done {case:10s} M={M:4d}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in res.items()), flush=True)
+            rows.append((case, M, {impl: speed[(case, M, impl)] for impl in which}))
     load1 = os.getloadavg()
 
     print()
@@ -251,8 +316,9 @@ def main(argv=None) -> int:
             overhead = ", ".join(parts)
         print(f"| {case} | {M} | {f'{ref:,.0f}' if ref else '-'} | {f'{ours:,.0f}' if ours else '-'} | "
               f"{f'{ours / ref:.1f}x' if ref and ours else '-'} | {overhead} |")
-    print(f"\nload average (1 min) at start {load0[0]:.2f}, at end {load1[0]:.2f} on {os.cpu_count()} cores "
-          "(> ~0.3 means other work shared the cores: figures are then pessimistic)")
+    print(f"\nload average (1 min) before the run {load_before:.2f}, at its end {load1[0]:.2f} on {os.cpu_count()} "
+          "cores; this benchmark alone adds up to ~2 while it runs, so a value before the run above ~0.3, or at "
+          "the end well above 2, means other work shared the cores and the figures are pessimistic")
     return 0
 
 

@@ -48,7 +48,8 @@ import threading
 from pathlib import Path
 
 # The threading runtime must be chosen before Numba starts its thread pool (first parallel launch).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -145,6 +146,17 @@ def _sigmoid_ov(x):
         def impl(x):
             return 1.0 / (1.0 + np.exp(-x))
     return impl
+
+
+@njit(**_JIT)
+def sigmoid_array(x):
+    """σ(x) elementwise with the kernels' sigmoid (float32: the vectorized polynomial exp)."""
+    out = np.empty_like(x)
+    xf = x.ravel()
+    of = out.ravel()
+    for i in range(xf.size):
+        of[i] = _sigmoid(xf[i])
+    return out
 
 
 def _as(x, like):  # pragma: no cover - replaced by the overload inside jitted code
@@ -542,47 +554,54 @@ def _signed_power(A, e, out):
             out[i, j] = y if x > 0 else (-y if x < 0 else 0.0)
 
 
-@njit(**_JIT)
+@njit(**_PJIT)
 def _grad_lists(xidx, xval, xnnz, vidx, vnnz, nrows, cx, cxv, nx, cv, nv, cd, nd):
     """Per-pixel lists of batch rows for the gradient scatter, merged from the (ascending) row lists
     of the data X and of the chain end V: cx/cxv (on in X only, with X's value), cv (on in V only),
-    cd (on in both, X = 1). Branch-free merge: every step writes all three lists and advances the
-    counters that apply."""
+    cd (on in both, X = 1). Pixel ranges in parallel; within a range a branch-free merge: every step
+    writes all three lists and advances the counters that apply."""
     N = nx.shape[0]
-    for i in range(N):
-        nx[i] = 0
-        nv[i] = 0
-        nd[i] = 0
-    for r in range(nrows):
-        xi = xidx[r]
-        xv = xval[r]
-        vi = vidx[r]
-        na = xnnz[r]
-        nb = vnnz[r]
-        a = 0
-        b = 0
-        while a < na or b < nb:
-            ia = xi[a] if a < na else N
-            ib = vi[b] if b < nb else N
-            x = xv[a] if a < na else xv[0]
-            i = min(ia, ib)
-            both = ia == ib and x == 1
-            xo = ia == i and not both
-            vo = ib == i and not both
-            ta = ia == i
-            tb = ib == i
-            p = nx[i]
-            cx[i, p] = r
-            cxv[i, p] = x
-            nx[i] = p + xo
-            q = nv[i]
-            cv[i, q] = r
-            nv[i] = q + vo
-            d = nd[i]
-            cd[i, d] = r
-            nd[i] = d + both
-            a += ta
-            b += tb
+    nch = 4
+    per = (N + nch - 1) // nch
+    for ch in prange(nch):
+        i0 = ch * per
+        i1 = min(N, i0 + per)
+        for i in range(i0, i1):
+            nx[i] = 0
+            nv[i] = 0
+            nd[i] = 0
+        for r in range(nrows):
+            xi = xidx[r, :xnnz[r]]
+            vi = vidx[r, :vnnz[r]]
+            xv = xval[r]
+            na = xi.shape[0]
+            nb = vi.shape[0]
+            a = np.searchsorted(xi, i0)
+            b = np.searchsorted(vi, i0)
+            while True:
+                ia = xi[a] if a < na else N
+                ib = vi[b] if b < nb else N
+                i = min(ia, ib)
+                if i >= i1:
+                    break
+                x = xv[a] if a < na else xv[0]
+                both = ia == ib and x == 1
+                ta = ia == i
+                tb = ib == i
+                xo = ta and not both
+                vo = tb and not both
+                p = nx[i]
+                cx[i, p] = r
+                cxv[i, p] = x
+                nx[i] = p + xo
+                q = nv[i]
+                cv[i, q] = r
+                nv[i] = q + vo
+                d = nd[i]
+                cd[i, d] = r
+                nd[i] = d + both
+                a += ta
+                b += tb
 
 
 @njit(**_JIT)

@@ -7,7 +7,7 @@ draws the very same numbers; a resumed run needs nothing but the step counter.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -57,7 +57,8 @@ def generator(seed: int, *coords: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(stream(seed, *coords)))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _fill_uniforms(key, out):
-    for i in prange(out.size):
+    # serial on purpose: khrbm.kernels owns the parallel launches (one threading runtime, one lock)
+    for i in range(out.size):
         out[i] = uniform_at(key, i)

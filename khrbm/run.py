@@ -150,7 +150,7 @@ class Run:
             self.xi_history.append({"step": self.step, "ratio": ratio, "cosine": cosine})
         result = self.stepper.step(self.params, X, st, key, chain)
         if st.persistent:
-            self.chain = np.array(result.chain, self.dtype, copy=True)
+            self.chain = result.chain           # the stepper hands over a fresh array
         if result.ranked is not None:
             self._count(st, result.ranked)
         self.step += 1

@@ -62,10 +62,6 @@ EVAL_FRACTION = 0.10       # evaluations may take at most this share of the loop
 EVALS_PER_EPOCH = 10       # subsample evaluations per epoch when they are cheap enough
 THROUGHPUT_WINDOW = 2.0    # seconds of the sliding window of samples/s
 _counter = itertools.count(1)
-# Numba's "workqueue" threading layer (pinned by khrbm.kernels) aborts the whole process when two threads
-# launch parallel kernels at once. Every trainer thread takes this lock around its kernel calls, so several
-# Trainers (or a Trainer and the CLI in one process) interleave their minibatches instead.
-KERNEL_LOCK = threading.RLock()
 
 
 class ResetNeeded(ConfigError):
@@ -419,8 +415,7 @@ class _Core:
         for run in self.runs:
             warmup = getattr(run.stepper, "warmup", None)
             if warmup is not None:
-                with KERNEL_LOCK:
-                    warmup()
+                warmup()
         if not self.runs[0].history:
             self._evaluate(full=True)
         self.state = "idle"
@@ -537,10 +532,9 @@ class _Core:
         """One lockstep minibatch of every arm, then the checks, evaluations and snapshots it calls for."""
         t0 = time.perf_counter()
         n = 0
-        with KERNEL_LOCK:
-            for run in self.runs:
-                n += len(run.batch_indices(run.step))
-                run.train_batch()
+        for run in self.runs:
+            n += len(run.batch_indices(run.step))
+            run.train_batch()
         if self.steps_left > 0:
             self.steps_left -= 1
         dt = time.perf_counter() - t0

@@ -150,6 +150,26 @@ class Tab:
         time.sleep(0.3)
         self.page.screenshot(path=str(ARTIFACTS / name))
 
+    def text(self, css: str) -> str:
+        """Text of the first element matching ``css``, including its shadow DOM."""
+        loc = self.page.locator(css).first
+        if loc.count() == 0:
+            return ""
+        return loc.evaluate("e => (e.shadowRoot ? e.shadowRoot.textContent : '') + e.textContent")
+
+    def wait_text(self, css: str, needle: str, timeout=20.0) -> str:
+        deadline = time.time() + timeout
+        text = ""
+        while time.time() < deadline:
+            text = self.text(css)
+            if needle in text:
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"{needle!r} not in {css}: {text!r}")
+
+    def upload(self, path):
+        self.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(path))
+
     def download(self, css: str) -> bytes:
         with self.page.expect_download(timeout=30000) as info:
             self.page.locator(f"{css} button, {css} a").first.click()
@@ -247,29 +267,23 @@ def test_bars_controls_files_and_errors(khrbm_app_server, khrbm_browser, tmp_pat
 
         bad = tmp_path / "broken.json"
         bad.write_text('{"n_hidden": 100, "kh_mode": "sideways"')
-        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(bad))
-        err = tab.page.locator(".khrbm-error").first
-        err.wait_for(state="visible", timeout=15000)
-        assert "not valid JSON" in err.inner_text()
-        bad.write_text('{"n_hidden": 100, "kh_mode": "sideways"}')
-        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(bad))
-        tab.page.wait_for_function(
-            "() => document.body.innerText.includes('kh_mode') || true", timeout=5000)
-        deadline = time.time() + 15
-        while "kh_mode" not in err.inner_text() and time.time() < deadline:
-            time.sleep(0.2)
-        assert "kh_mode" in err.inner_text() and "sideways" in err.inner_text()
+        tab.upload(bad)
+        tab.page.locator(".khrbm-error").first.wait_for(state="visible", timeout=15000)
+        tab.wait_text(".khrbm-error", "not valid JSON")
+        wrong = tmp_path / "wrong.json"
+        wrong.write_text('{"n_hidden": 100, "kh_mode": "sideways"}')
+        tab.upload(wrong)
+        msg = tab.wait_text(".khrbm-error", "wrong.json")
+        assert "kh_mode" in msg and "sideways" in msg
         junk = tmp_path / "junk.npz"
         junk.write_bytes(b"PK\x03\x04 this is not a checkpoint")
-        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(junk))
-        deadline = time.time() + 20
-        while "junk.npz" not in err.inner_text() and time.time() < deadline:
-            time.sleep(0.2)
-        assert "junk.npz" in err.inner_text()
+        tab.upload(junk)
+        tab.wait_text(".khrbm-error", "junk.npz")
+        assert tab.attr("state") in ("idle", "paused")                   # the server and the run go on
 
         good = tmp_path / "small.json"
         good.write_text(json.dumps({"dataset": "bars", "n_hidden": 12, "kh_mode": "bu", "epochs": 3}))
-        tab.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(good))
+        tab.upload(good)
         deadline = time.time() + 20
         while tab.page.locator(".khrbm-w-n_hidden input").first.input_value() != "12" and time.time() < deadline:
             time.sleep(0.2)
@@ -310,3 +324,54 @@ def test_two_tabs_are_independent_and_closing_frees(khrbm_app_server, khrbm_brow
         assert _errors(two) == []
     finally:
         two.close()
+
+
+def test_offline_opens_on_bars_with_a_banner(khrbm_browser, tmp_path):
+    """No MNIST anywhere: the app opens on the bars data and says how to get MNIST."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    port = _free_port()
+    env = dict(os.environ, KHRBM_DATA_DIR=str(empty), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               PYTHONUNBUFFERED="1")
+    log_path = ARTIFACTS / "server-offline.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address",
+                                 "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/app"
+            deadline = time.time() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/static/extensions/panel/css/loading.css",
+                                           timeout=2)
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise RuntimeError(log_path.read_text())
+                    time.sleep(0.3)
+            tab = Tab(khrbm_browser, url)
+            try:
+                banner = tab.wait_text(".khrbm-banner", "khrbm data fetch mnist")
+                assert "KHRBM_DATA_DIR" in banner
+                assert "Bars" in tab.page.locator(".khrbm-preset select").first.input_value() or \
+                    tab.page.locator(".khrbm-w-dataset select").first.input_value() == "bars"
+                assert "not downloaded" in tab.text(".khrbm-w-dataset")
+                tab.preset(next(n for n in presets_names(tab) if n.startswith("Init robustness")))
+                tab.wait_text(".khrbm-error", "fetch mnist")                  # a message, not a crash
+                tab.click(".khrbm-step")
+                tab.wait_attr("step", lambda v: v == "1", timeout=60)        # bars still trains
+                tab.shot("05_offline_bars.png")
+                assert _errors(tab) == []
+            finally:
+                tab.close()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def presets_names(tab) -> list[str]:
+    return tab.page.locator(".khrbm-preset select option").all_inner_texts()
