@@ -210,15 +210,17 @@ class SliderBox(pn.viewable.Viewer):
         v = float(event.new)
         self._sync = True
         try:
-            if v < self._slider.start:
-                self._slider.start = v
-            if v > self._slider.end:
-                self._slider.end = v
-            self._slider.value = v
+            self._show_on_slider(v)
             self.value = v
         finally:
             self._sync = False
         self.value_throttled = v
+
+    def _show_on_slider(self, v: float):
+        """Move the slider to v, widening its visible range when v lies outside it."""
+        self._slider.start = min(self._slider.start, v)
+        self._slider.end = max(self._slider.end, v)
+        self._slider.value = v
 
     def _from_code(self, event):
         if self._sync or event.new is None:
@@ -226,11 +228,7 @@ class SliderBox(pn.viewable.Viewer):
         v = float(event.new)
         self._sync = True
         try:
-            if v < self._slider.start:
-                self._slider.start = v
-            if v > self._slider.end:
-                self._slider.end = v
-            self._slider.value = v
+            self._show_on_slider(v)
             self._box.value = v
             with param.discard_events(self):
                 self.value_throttled = v

@@ -855,7 +855,6 @@ class NumbaStepper:
             _visible(self.hidx, self.hval, self.hnnz, self.ones, nr, self.WT, self._totWT(h_dense), h_dense,
                      a, self.act, _key(rng.stream(key, rng.GIBBS_VISIBLE + 2 * t)), y_key, int(st.n_labels),
                      softmax, out if (out is not None and t == k - 1) else self.V, self.vidx, self.vnnz)
-        Vk = self.V if out is None else out
         v_dense = self._dense(self.vnnz, nr, N)
         _hidden(self.vidx, self.vval, self.vnnz, self.ones, nr, W, self._totW(W, v_dense), v_dense, b,
                 self.pre, self.Qh, np.uint64(0), False, self.hidx, self.hnnz, self.Ph, self.D)

@@ -21,7 +21,7 @@ from .config import FIELD, LIVE_FIELDS, ConfigError, RunConfig
 from .data import Dataset, load_dataset
 from .kernels import make_stepper
 from .probe import xi_probe
-from .rbm import Params, init_params, sigmoid
+from .rbm import init_params, sigmoid
 from .step import StepResult, StepSettings
 
 ORDER = 0x0D3E       # purpose id: minibatch order of an epoch
@@ -267,27 +267,38 @@ class Run:
             self.inhibit_counts[mode] = np.array(arrays[f"inhibit_{mode}"], np.int64)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The arrays of a checkpoint, loaded with ``allow_pickle=False``; CheckpointError if unusable."""
-    required = ("W", "a", "b", "step", "version", "config_json", "history", "xi_history",
-                "win_td", "win_bu", "inhibit_td", "inhibit_bu")
+RUN_KEYS = ("W", "a", "b", "step", "version", "config_json", "history", "xi_history",
+            "win_td", "win_bu", "inhibit_td", "inhibit_bu")
+
+
+def load_npz(path: str | Path) -> dict:
+    """All arrays of an .npz file, loaded with ``allow_pickle=False``; CheckpointError if unreadable."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})")
-    missing = [k for k in required if k not in arrays]
+
+
+def check_run_arrays(arrays: dict, where: str) -> dict:
+    """``arrays`` if they hold a whole run of this checkpoint version with a valid config."""
+    missing = [k for k in RUN_KEYS if k not in arrays]
     if missing:
-        raise CheckpointError(f"{path}: not a khrbm checkpoint (missing {', '.join(missing)})")
+        raise CheckpointError(f"{where}: not a khrbm checkpoint (missing {', '.join(missing)})")
     if int(arrays["version"]) != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {int(arrays['version'])}, expected {CHECKPOINT_VERSION}")
+        raise CheckpointError(f"{where}: checkpoint version {int(arrays['version'])}, expected {CHECKPOINT_VERSION}")
     try:
         RunConfig.from_json(str(arrays["config_json"]))
     except ConfigError as exc:
-        raise CheckpointError(f"{path}: its config is invalid: {exc}")
+        raise CheckpointError(f"{where}: its config is invalid: {exc}")
     return arrays
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The arrays of a one-run checkpoint (:meth:`Run.save`); CheckpointError if unusable."""
+    return check_run_arrays(load_npz(path), str(path))
 
 
 def _table(rows: list[dict], keys) -> np.ndarray:

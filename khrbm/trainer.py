@@ -35,7 +35,6 @@ import math
 import threading
 import time
 import weakref
-import zipfile
 import zlib
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -46,8 +45,8 @@ import numpy as np
 
 from .config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
 from .data import Dataset, load_dataset
-from .run import (CHECKPOINT_VERSION, check_ell, write_npz_atomic, HISTORY_KEYS, XI_KEYS, CheckpointError, Run, history_columns,
-                  read_checkpoint)
+from .run import (HISTORY_KEYS, XI_KEYS, CheckpointError, Run, check_ell, check_run_arrays, history_columns,
+                  load_npz, write_npz_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -686,35 +685,14 @@ class _Core:
 
 def read_trainer_checkpoint(path) -> tuple[list[dict], list[Change]]:
     """The per-arm array dicts of a trainer (or Run) checkpoint, and its change log. CheckpointError if unusable."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})")
+    arrays = load_npz(path)
     if "arms" not in arrays:
-        arrays = read_checkpoint(path)      # a single run: Run.save's format, validated there
-        return [arrays], _changes_from(arrays)
+        return [check_run_arrays(arrays, str(path))], _changes_from(arrays)
     names = str(arrays["arms"]).split(",")
     if not 1 <= len(names) <= 2 or any(n not in ARM_NAMES for n in names):
         raise CheckpointError(f"{path}: unexpected arms {arrays['arms']!s}")
-    per_arm = []
-    for name in names:
-        sub = {k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + ".")}
-        required = ("W", "a", "b", "step", "version", "config_json", "history", "xi_history",
-                    "win_td", "win_bu", "inhibit_td", "inhibit_bu")
-        missing = [k for k in required if k not in sub]
-        if missing:
-            raise CheckpointError(f"{path}: arm {name} is incomplete (missing {', '.join(missing)})")
-        if int(sub["version"]) != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint version {int(sub['version'])}, expected {CHECKPOINT_VERSION}")
-        try:
-            RunConfig.from_json(str(sub["config_json"]))
-        except ConfigError as exc:
-            raise CheckpointError(f"{path}: the config of arm {name} is invalid: {exc}")
-        per_arm.append(sub)
+    per_arm = [check_run_arrays({k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + ".")},
+                                f"{path} (arm {name})") for name in names]
     return per_arm, _changes_from(arrays)
 
 

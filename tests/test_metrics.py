@@ -60,7 +60,7 @@ def loop_mse(V, params, key, n_pix):
 
 
 def loop_ce(V, params, key, n_pix):
-    B, (N, M) = len(V), params.W.shape
+    B, M = len(V), params.W.shape[1]
     H = loop_hidden(V, params, key)
     total = 0.0
     for s in range(B):
