@@ -13,6 +13,7 @@ so `panel serve app` needs no extra flags (no --static-dirs).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import io
@@ -619,11 +620,8 @@ class Lab:
                                   "set `KHRBM_DATA_DIR` to a folder with the MNIST IDX files; then reload.")
             log.info("MNIST not available: %s", mnist_msg)
             self.banner.visible = True
-        self._suppress = True
-        try:
+        with self._quiet():
             self.preset.value = name
-        finally:
-            self._suppress = False
         t0 = time.perf_counter()
         self._load_preset(name)
         log.info("session %s opened (first frame in %.2f s); live trainers: %d", self.session_id,
@@ -636,12 +634,18 @@ class Lab:
         try:
             self._load_preset(event.new)
         except Exception:
-            self._suppress = True
-            try:
+            with self._quiet():
                 self.preset.value = event.old
-            finally:
-                self._suppress = False
             raise
+
+    @contextlib.contextmanager
+    def _quiet(self):
+        """Widget values set inside are the program's, not the user's: their watchers do nothing."""
+        before, self._suppress = self._suppress, True
+        try:
+            yield
+        finally:
+            self._suppress = before
 
     def _load_preset(self, name):
         fields, compare = presets.split(presets.PRESETS[name])
@@ -656,8 +660,7 @@ class Lab:
         self.tick(force=True)
 
     def _set_widgets(self, cfg, compare):
-        self._suppress = True
-        try:
+        with self._quiet():
             for f in FIELDS:
                 w = self.widgets[f.name]
                 v = getattr(cfg, f.name)
@@ -666,8 +669,6 @@ class Lab:
                     w.set_display_end(2 * cfg.epochs)
                 w.value = v
             self.compare_sw.value = compare
-        finally:
-            self._suppress = False
 
     def _widget_value(self, name):
         v = self.widgets[name].value
@@ -693,12 +694,9 @@ class Lab:
             self._apply_model(name, value)
 
     def _revert(self, name):
-        self._suppress = True
-        try:
+        with self._quiet():
             v = self.pending.get(name, getattr(self.cfg, name))
             self.widgets[name].value = self.cfg.kh_horizon if name == "horizon" else v
-        finally:
-            self._suppress = False
 
     def _apply_live(self, name, value):
         if getattr(self.cfg, name) == value:
@@ -719,13 +717,10 @@ class Lab:
             self._revert(name)
             raise
         if name == "epochs":
-            self._suppress = True
-            try:
+            with self._quiet():
                 if self.cfg.horizon is None:                 # S follows the number of epochs
                     self.widgets["horizon"].value = float(self.cfg.kh_horizon)
                 self.widgets["horizon"].set_display_end(2 * self.cfg.epochs)
-            finally:
-                self._suppress = False
         self.clear_error()
         self.tick()
 
@@ -753,11 +748,8 @@ class Lab:
             except Exception:
                 self.pending.pop(name, None)
                 if name == "compare":
-                    self._suppress = True
-                    try:
+                    with self._quiet():
                         self.compare_sw.value = self.compare
-                    finally:
-                        self._suppress = False
                 else:
                     self._revert(name)
                 self._show_badges()
