@@ -1,11 +1,16 @@
 # The two commands of the README. Both set themselves up on a fresh machine.
 PYTHON ?= python3
-KHRBM_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+# Real MNIST beside the repository (CI, the team's machines); elsewhere the user cache (`khrbm data fetch mnist`).
+ifneq ($(wildcard ../shared/data/mnist),)
+KHRBM_DATA_DIR ?= $(abspath ../shared/data)
+endif
+ifdef KHRBM_DATA_DIR
 export KHRBM_DATA_DIR
+endif
 
 .PHONY: app test setup setup-test
-app: setup                 ## install, then serve the app and open a browser
-	$(PYTHON) -m panel serve app --show
+app: setup                 ## install, then serve the app (on this machine only) and open a browser
+	$(PYTHON) -m panel serve app --address 127.0.0.1 --show
 
 test: setup-test           ## install (with test extras and Chromium), then run the whole suite
 	$(PYTHON) -m pytest

@@ -248,8 +248,9 @@ def _candidate_dirs(name: str, data_dir) -> list[Path]:
     return out
 
 
-def _locate(name: str, data_dir) -> tuple[Path, dict[str, Path]]:
-    """(directory, role -> file) of the first directory holding all four IDX files of ``name``."""
+def locate(name: str, data_dir=None) -> tuple[Path, dict[str, Path]]:
+    """(directory, role -> file) of the first directory holding all four IDX files of ``name``;
+    DataError saying how to get the data when there is none."""
     searched, incomplete = [], []
     for directory in _candidate_dirs(name, data_dir):
         searched.append(str(directory))
@@ -347,7 +348,7 @@ def load_dataset(name: str, data_dir=None, validation: str = "test") -> Dataset:
         raise DataError(f"validation must be 'test' or 'holdout', not {validation!r}")
     if name == "bars":
         return _load_cached(name, (), validation)
-    _directory, found = _locate(name, data_dir)
+    _directory, found = locate(name, data_dir)
     key = []
     for role in FILES:
         st = found[role].stat()
@@ -363,7 +364,7 @@ def dataset_status(name: str, data_dir=None) -> tuple[bool, str]:
                       f"validation images")
     shown = DISPLAY_NAMES[name]
     try:
-        directory, found = _locate(name, data_dir)
+        directory, found = locate(name, data_dir)
         counts = {}
         for role, path in found.items():
             magic, dims = _idx_dims(path)

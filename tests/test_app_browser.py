@@ -24,7 +24,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
-SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1440, "height": 900}
 
@@ -47,7 +46,7 @@ def khrbm_app_server():
     """`panel serve app` on a free port; yields (url, path of its log)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    env = dict(os.environ, KHRBM_DATA_DIR=str(SHARED_DATA), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")      # KHRBM_DATA_DIR from conftest, if any
     log_path = ARTIFACTS / "server.log"
     log = open(log_path, "w")
     cmd = [sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
@@ -183,7 +182,7 @@ def _errors(tab) -> list[str]:
     return [e for e in tab.errors if "favicon" not in e and "MARK" not in e]
 
 
-def test_story_on_mnist(khrbm_app_server, khrbm_browser):
+def test_story_on_mnist(mnist_dir, khrbm_app_server, khrbm_browser):
     """The classroom story on real MNIST: preset loaded on open, Start, Δ → 0 mid-run, TD → BU, Pause."""
     url, _log = khrbm_app_server
     tab = Tab(khrbm_browser, url)

@@ -14,7 +14,6 @@ import pytest
 from khrbm import data
 from khrbm.data import DataError
 
-SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -166,35 +165,42 @@ def test_binarize_threshold():
 
 # ---------------------------------------------------------------------------------------------- real MNIST
 
-def test_real_mnist_from_shared_data(isolated, monkeypatch):
-    monkeypatch.setenv("KHRBM_DATA_DIR", str(SHARED_DATA))
+def test_real_mnist_from_shared_data(isolated, monkeypatch, mnist_dir):
+    monkeypatch.setenv("KHRBM_DATA_DIR", str(mnist_dir))
     ds = data.load_dataset("mnist")
+    n = ds.x_train.shape[0]                  # the full 60,000, or a subset a user holds
     assert ds.name == "mnist" and ds.n_classes == 10
-    assert ds.x_train.shape == (10000, 784) and ds.x_val.shape == (10000, 784)
+    assert 1000 <= n <= 60000 and ds.x_val.shape == (10000, 784) and ds.x_train.shape == (n, 784)
     assert ds.n_pixels == 784 and ds.image_shape == (28, 28)
     for x in (ds.x_train, ds.x_val):
         assert x.dtype == np.uint8 and x.flags.c_contiguous and not x.flags.writeable
         assert set(np.unique(x)) == {0, 1}
         assert 0.11 < x.mean() < 0.15
-    for y in (ds.y_train, ds.y_val):
-        assert y.dtype == np.int64 and y.shape == (10000,) and not y.flags.writeable
+    for y, size in ((ds.y_train, n), (ds.y_val, 10000)):
+        assert y.dtype == np.int64 and y.shape == (size,) and not y.flags.writeable
         assert set(np.unique(y)) == set(range(10))
-    assert "partial MNIST: 10000 training images (the full set has 60000)" in ds.notice
+        assert np.bincount(y).min() > 0.08 * size             # every digit well represented
+    if n < 60000:
+        assert ds.notice == f"partial MNIST: {n} training images (the full set has 60000)"
+    else:
+        assert ds.notice == ""
     with pytest.raises(ValueError):
         ds.x_train[0, 0] = 1
     assert data.load_dataset("mnist") is ds  # cached
     ok, msg = data.dataset_status("mnist")
-    assert ok and msg.startswith("MNIST: 10000 train (partial) / 10000 test from ")
-    assert str(SHARED_DATA / "mnist") in msg
+    assert ok and msg.startswith(f"MNIST: {n} train{' (partial)' if n < 60000 else ''} / 10000 test from ")
+    assert str(mnist_dir) in msg
 
 
-def test_real_mnist_holdout(isolated, monkeypatch):
-    monkeypatch.setenv("KHRBM_DATA_DIR", str(SHARED_DATA))
+def test_real_mnist_holdout(isolated, monkeypatch, mnist_dir):
+    monkeypatch.setenv("KHRBM_DATA_DIR", str(mnist_dir))
     full = data.load_dataset("mnist")
     ho = data.load_dataset("mnist", validation="holdout")
-    assert ho.x_train.shape == (8334, 784) and ho.x_val.shape == (1666, 784)
+    n = full.x_train.shape[0]
+    assert ho.x_train.shape == (n - n // 6, 784) and ho.x_val.shape == (n // 6, 784)
     assert ho.x_train.flags.c_contiguous and not ho.x_val.flags.writeable
-    tr, va = data.holdout_split(10000)
+    tr, va = data.holdout_split(n)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == n
     np.testing.assert_array_equal(ho.x_val, full.x_train[va])
     np.testing.assert_array_equal(ho.y_train, full.y_train[tr])
 
