@@ -17,7 +17,7 @@ test: setup-test           ## install (with test extras and Chromium), then run 
 
 setup:
 	$(PYTHON) -m pip install -q -e .
-	$(PYTHON) -c "from khrbm.kernels import warmup; warmup()"   # compile the Numba kernels once, cached on disk
+	$(PYTHON) -c "from khrbm.core.kernels import warmup; warmup()"   # compile the Numba kernels once, cached on disk
 
 setup-test:
 	$(PYTHON) -m pip install -q -e ".[test]"

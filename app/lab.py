@@ -144,7 +144,7 @@ def _session_id() -> str:
 
 
 def _trainer_module():
-    from khrbm import trainer  # imported late: the app still renders its error if the import fails
+    from khrbm.train import trainer  # imported late: the app still renders its error if the import fails
     return trainer
 
 

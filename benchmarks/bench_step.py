@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from khrbm import kernels, rng  # noqa: E402
-from khrbm.rbm import init_params  # noqa: E402
-from khrbm.step import StepSettings  # noqa: E402
+from khrbm.core import kernels, rng  # noqa: E402
+from khrbm.core.rbm import init_params  # noqa: E402
+from khrbm.core.step import StepSettings  # noqa: E402
 
 # the authors' presets (SPEC: reconstruction, mnist, LeCun init, R = 0.1): (eps0, delta) per (mode, M)
 PRESETS = {("td", 100): (0.04, 0.4), ("bu", 100): (0.008, 0.2), ("td", 500): (0.004, 0.6), ("bu", 500): (0.01, 0.9)}

@@ -22,7 +22,7 @@ os.environ.setdefault("KHRBM_DATA_DIR", str((ROOT.parent / "shared" / "data").re
 import numpy as np  # noqa: E402
 
 from khrbm.config import RunConfig  # noqa: E402
-from khrbm.trainer import Trainer  # noqa: E402
+from khrbm.train.trainer import Trainer  # noqa: E402
 
 
 def top(counts: np.ndarray, k: int = 5) -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""The Numba step (khrbm.kernels) against the NumPy reference (khrbm.step.numpy_step).
+"""The Numba step (khrbm.core.kernels) against the NumPy reference (khrbm.core.step.numpy_step).
 
 * Same key → same uniforms: in float64 the two must agree to rounding after every step; in float32 a
   unit whose probability is within ~1e-6 of its uniform may flip, so only a tiny fraction of W rows
@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from khrbm import kernels, rng
+from khrbm.core import kernels, rng
 from khrbm.data import load_dataset
-from khrbm.kh import kh_ranking
-from khrbm.rbm import Params, init_params
-from khrbm.step import StepSettings, numpy_step
+from khrbm.core.kh import kh_ranking
+from khrbm.core.rbm import Params, init_params
+from khrbm.core.step import StepSettings, numpy_step
 
 
 @pytest.fixture(scope="module")

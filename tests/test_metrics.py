@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from khrbm import metrics, rng
-from khrbm.kh import kh_delta
-from khrbm.probe import xi_probe
-from khrbm.rbm import Params, cd_gradient
-from khrbm.step import StepSettings
+from khrbm.core import metrics, rng
+from khrbm.core.kh import kh_delta
+from khrbm.core.probe import xi_probe
+from khrbm.core.rbm import Params, cd_gradient
+from khrbm.core.step import StepSettings
 
 
 def sig(x: float) -> float:

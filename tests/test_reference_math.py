@@ -12,11 +12,11 @@ import math
 import numpy as np
 import pytest
 
-from khrbm import rng
-from khrbm.kh import kh_delta, kh_epsilon
-from khrbm.rbm import (Params, cd_gradient, crbm_log_posterior, free_energy, gibbs_chain,
+from khrbm.core import rng
+from khrbm.core.kh import kh_delta, kh_epsilon
+from khrbm.core.rbm import (Params, cd_gradient, crbm_log_posterior, free_energy, gibbs_chain,
                        sample_visible)
-from khrbm.step import StepSettings, numpy_step
+from khrbm.core.step import StepSettings, numpy_step
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Counter-based streams: values equal an independent splitmix64, uniform, and keyed by every coordinate."""
 import numpy as np
 
-from khrbm import rng
+from khrbm.core import rng
 
 MASK = (1 << 64) - 1
 

@@ -4,7 +4,7 @@ import pytest
 
 from khrbm.config import ConfigError, RunConfig
 from khrbm.data import load_dataset
-from khrbm.run import CheckpointError, Run
+from khrbm.train.run import CheckpointError, Run
 
 SMALL = dict(dataset="bars", n_hidden=16, train_size=600, val_size=200, eval_size=100, epochs=3)
 

@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from khrbm import rng
+from khrbm.core import rng
 from khrbm.config import ConfigError, RunConfig
 from khrbm.data import load_dataset
-from khrbm.rbm import Params, sigmoid
-from khrbm.run import Run
-from khrbm.step import StepSettings, numpy_step
-from khrbm.trainer import ResetNeeded, Trainer, checksum
+from khrbm.core.rbm import Params, sigmoid
+from khrbm.train.run import Run
+from khrbm.core.step import StepSettings, numpy_step
+from khrbm.train.trainer import ResetNeeded, Trainer, checksum
 
 DEADLINE = 60.0
 SMALL = dict(dataset="bars", n_hidden=16, train_size=600, val_size=200, eval_size=100, epochs=50,

@@ -9,31 +9,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from . import metrics, rng
-from .config import FIELD, LIVE_FIELDS, ConfigError, RunConfig
-from .data import Dataset, load_dataset
-from .kernels import make_stepper
-from .probe import xi_probe
-from .rbm import init_params, sigmoid
-from .step import StepResult, StepSettings
+from ..core import metrics, rng
+from ..config import FIELD, LIVE_FIELDS, ConfigError, RunConfig
+from ..data import Dataset, load_dataset
+from ..core.kernels import make_stepper
+from ..core.probe import xi_probe
+from ..core.rbm import init_params, sigmoid
+from ..core.step import StepResult, StepSettings
+from .checkpoint import CHECKPOINT_VERSION, CheckpointError, history_rows, history_table, read_checkpoint, write_npz_atomic
 
 ORDER = 0x0D3E       # purpose id: minibatch order of an epoch
 EVAL = 0xE7A1        # purpose id: random numbers of an evaluation
 PROBE = 0x9B0E       # purpose id: random numbers of a ξ probe
 HISTORY_KEYS = ("step", "epoch", "eps", "val_mse", "val_ce", "train_mse", "train_ce", "accuracy", "overlap")
 XI_KEYS = ("step", "ratio", "cosine")
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not fit the run it is loaded into."""
 
 
 def visible_units(cfg: RunConfig, dataset: Dataset) -> int:
@@ -48,23 +41,6 @@ def check_ell(cfg: RunConfig, dataset: Dataset) -> None:
     K = visible_units(cfg, dataset) if cfg.kh_mode == "td" else cfg.n_hidden
     if cfg.ell >= K:
         raise ConfigError("ell", f"must be below the {K} postsynaptic units of mode {cfg.kh_mode}, got {cfg.ell}")
-
-
-def write_npz_atomic(path: str | Path, arrays: dict) -> Path:
-    """Write ``arrays`` to ``path`` (.npz) so that a reader sees the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class Run:
@@ -220,7 +196,7 @@ class Run:
         arrays = {"W": self.params.W, "a": self.params.a, "b": self.params.b,
                   "step": np.int64(self.step), "version": np.int64(CHECKPOINT_VERSION),
                   "config_json": np.array(self.config.to_json()),
-                  "history": _table(self.history, HISTORY_KEYS), "xi_history": _table(self.xi_history, XI_KEYS)}
+                  "history": history_table(self.history, HISTORY_KEYS), "xi_history": history_table(self.xi_history, XI_KEYS)}
         for mode in ("td", "bu"):
             arrays[f"win_{mode}"] = self.win_counts[mode]
             arrays[f"inhibit_{mode}"] = self.inhibit_counts[mode]
@@ -260,53 +236,11 @@ class Run:
         p.W[...], p.a[...], p.b[...] = arrays["W"], arrays["a"], arrays["b"]
         self.step = int(arrays["step"])
         self.chain = np.array(arrays["chain"], self.dtype) if "chain" in arrays else None
-        self.history = _rows(arrays["history"], HISTORY_KEYS)
-        self.xi_history = _rows(arrays["xi_history"], XI_KEYS)
+        self.history = history_rows(arrays["history"], HISTORY_KEYS)
+        self.xi_history = history_rows(arrays["xi_history"], XI_KEYS)
         for mode in ("td", "bu"):
             self.win_counts[mode] = np.array(arrays[f"win_{mode}"], np.int64)
             self.inhibit_counts[mode] = np.array(arrays[f"inhibit_{mode}"], np.int64)
-
-
-RUN_KEYS = ("W", "a", "b", "step", "version", "config_json", "history", "xi_history",
-            "win_td", "win_bu", "inhibit_td", "inhibit_bu")
-
-
-def load_npz(path: str | Path) -> dict:
-    """All arrays of an .npz file, loaded with ``allow_pickle=False``; CheckpointError if unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})")
-
-
-def check_run_arrays(arrays: dict, where: str) -> dict:
-    """``arrays`` if they hold a whole run of this checkpoint version with a valid config."""
-    missing = [k for k in RUN_KEYS if k not in arrays]
-    if missing:
-        raise CheckpointError(f"{where}: not a khrbm checkpoint (missing {', '.join(missing)})")
-    if int(arrays["version"]) != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{where}: checkpoint version {int(arrays['version'])}, expected {CHECKPOINT_VERSION}")
-    try:
-        RunConfig.from_json(str(arrays["config_json"]))
-    except ConfigError as exc:
-        raise CheckpointError(f"{where}: its config is invalid: {exc}")
-    return arrays
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """The arrays of a one-run checkpoint (:meth:`Run.save`); CheckpointError if unusable."""
-    return check_run_arrays(load_npz(path), str(path))
-
-
-def _table(rows: list[dict], keys) -> np.ndarray:
-    return np.array([[r[k] for k in keys] for r in rows], np.float64).reshape(len(rows), len(keys))
-
-
-def _rows(table: np.ndarray, keys) -> list[dict]:
-    return [{k: (int(v) if k == "step" else float(v)) for k, v in zip(keys, row)} for row in table]
 
 
 def history_columns(rows: list[dict], keys=HISTORY_KEYS) -> dict:

@@ -1,8 +1,5 @@
-"""Command line: ``khrbm train`` (headless runs, resumable) and ``khrbm data fetch|status``.
-
-Every ``RunConfig`` field is a flag (``--n-hidden 100``, ``--kh-mode td`` …), generated from
-``config.FIELDS``; ``--config run.json`` supplies a base that flags override.
-"""
+"""``khrbm train``: one model headless, resumable bit for bit; writes config.json, metrics.csv/json,
+checkpoint.npz and result.json into ``--out``."""
 from __future__ import annotations
 
 import argparse
@@ -14,95 +11,23 @@ import sys
 import time
 from pathlib import Path
 
-from .config import FIELDS, ConfigError, RunConfig
-
-EXIT_BAD_INPUT = 2
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+from ..config import ConfigError, RunConfig
+from .common import add_config_flags, config_from_args, fail
 
 
-def _parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _optional(kind):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null") else kind(text)
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="khrbm", description="KH-modulated RBM laboratory")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_parser(sub) -> None:
     train = sub.add_parser("train", help="train one model headless, writing metrics and a checkpoint",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--config", type=Path, help="JSON file of config fields (flags override it)")
     train.add_argument("--out", type=Path, default=Path("runs/latest"), help="output directory")
     train.add_argument("--resume", type=Path, help="checkpoint .npz to continue from (bit for bit)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = train.add_argument_group("run config (see SPEC.md)")
-    for f in FIELDS:
-        kind = _parse_bool if f.kind is bool else f.kind
-        if f.optional:
-            kind = _optional(kind)
-        extra = f" (one of: {', '.join(f.choices)})" if f.choices else ""
-        group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None,
-                           metavar=f.name.upper(), help=f"{f.help}{extra} [default: {f.default}]")
-
-    data = sub.add_parser("data", help="datasets: where they are, fetching them")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
-    fetch = data_sub.add_parser("fetch", help="download a dataset into the cache (SHA-256 verified)")
-    fetch.add_argument("name", choices=("mnist", "kmnist", "fashion-mnist"))
-    fetch.add_argument("--dest", type=Path, help="directory to write into (default: the user cache)")
-    data_sub.add_parser("status", help="which datasets are available, and from where")
-    return parser
+    add_config_flags(train)
+    train.set_defaults(handler=run)
 
 
-def config_from_args(args, base: RunConfig | None = None) -> RunConfig:
-    """``--config`` (else ``base``, else the defaults), overridden by every flag given."""
-    base = RunConfig.load(args.config) if args.config else (base or RunConfig())
-    changes = {f.name: getattr(args, f.name) for f in FIELDS if getattr(args, f.name) is not None}
-    return base.replace(**changes)
-
-
-def _fail(message: str) -> int:
-    print(f"khrbm: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "data":
-        return data_command(args)
-    return train_command(args)
-
-
-def data_command(args) -> int:
-    from . import data
-    if args.data_command == "status":
-        for name in data.DATASETS:
-            ok, message = data.dataset_status(name)
-            print(f"{'ok ' if ok else '-- '} {message}")
-        return 0
-    try:
-        path = data.fetch(args.name, dest=args.dest)
-    except data.DataError as exc:
-        return _fail(str(exc))
-    print(f"{args.name}: ready in {path}")
-    return 0
-
-
-def train_command(args) -> int:
-    from .data import DataError
-    from .run import CheckpointError, Run, history_json, read_checkpoint
+def run(args) -> int:
+    from ..data import DataError
+    from ..train.run import CheckpointError, Run, history_json, read_checkpoint
 
     try:
         if args.resume:
@@ -113,7 +38,7 @@ def train_command(args) -> int:
             cfg = config_from_args(args)
             run = Run(cfg)
     except (ConfigError, CheckpointError, DataError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +73,7 @@ def train_command(args) -> int:
                 return 130
             if not run.is_finite():
                 run.save(out / "checkpoint.npz")
-                return _fail(f"weights became NaN/inf in epoch {epoch + 1}; std init with a large eps0 or "
+                return fail(f"weights became NaN/inf in epoch {epoch + 1}; std init with a large eps0 or "
                              f"lr often diverges. Lower them (checkpoint of the diverged state in {out})")
             point = run.evaluate()
             _write_metrics(out, run.history, history_json)
@@ -207,7 +132,3 @@ def _write_metrics(out: Path, history: list[dict], history_json) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

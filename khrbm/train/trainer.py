@@ -29,29 +29,25 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import logging
 import math
 import threading
 import time
 import weakref
-import zlib
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 
-from .config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
-from .data import Dataset, load_dataset
-from .run import (HISTORY_KEYS, XI_KEYS, CheckpointError, Run, check_ell, check_run_arrays, history_columns,
-                  load_npz, write_npz_atomic)
+from ..config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
+from ..data import Dataset, load_dataset
+from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
+from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
+from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, checksum, readonly
 
 log = logging.getLogger(__name__)
 
-STATES = ("compiling", "idle", "running", "paused", "finished", "diverged", "error", "closed")
-ARM_NAMES = ("A", "B")
 # Fields both arms of an A/B must share (everything that is not live: the model, the data, the seed).
 MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
 # Not live, yet changeable without a new model: applied to every arm by ``update``.
@@ -72,98 +68,6 @@ class ResetNeeded(ConfigError):
         label = f"{field_name} ({symbol})" if symbol else field_name
         ValueError.__init__(self, message or f"{label} needs a reset (Reset applies it): it changes the model "
                                              f"and cannot change during training")
-
-
-class Change(NamedTuple):
-    """One applied live change: from minibatch ``step`` (at ``epoch``) on, ``field`` of ``arm`` is ``new``."""
-    step: int
-    epoch: float
-    arm: str
-    field: str
-    old: Any
-    new: Any
-
-
-@dataclass(frozen=True)
-class ArmSnapshot:
-    """One arm at publish time. Arrays are read-only copies.
-
-    Beyond the contract: ``a``, ``b`` (biases), ``checksum`` (CRC-32 of W, a, b computed at publish time),
-    ``n_labels``, ``batches_per_epoch``, ``mode_counts`` ({"td": (win, inhibit), "bu": (win, inhibit)}: the
-    counts of both modes since each was last switched on). ``history`` has an extra column ``full``: 1.0 for
-    the points on the full validation set (epoch boundaries), 0.0 for the subsample points.
-    ``counts_mode`` is the KH mode the counts refer to: the current mode, or while KH is off the last
-    mode that was on ("off", with empty arrays, if KH never ran since the reset).
-    """
-    name: str
-    config: RunConfig
-    step: int
-    epoch: float
-    eps: float
-    W: np.ndarray
-    n_pixels: int
-    image_shape: tuple
-    probe_input: np.ndarray
-    probe_recon: np.ndarray
-    history: dict
-    xi: dict
-    counts_mode: str
-    win_counts: np.ndarray
-    inhibit_counts: np.ndarray
-    a: np.ndarray = field(default=None, repr=False)
-    b: np.ndarray = field(default=None, repr=False)
-    checksum: int = 0
-    n_labels: int = 0
-    batches_per_epoch: int = 1
-    mode_counts: dict = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything the app shows, frozen at one moment. ``arms`` has 1 entry, or 2 ("A", "B") in compare mode.
-
-    ``samples_per_s``: training samples processed per second over the last ~2 s while running (both arms
-    counted in compare mode; evaluation and snapshot time included), 0.0 when not running.
-    """
-    version: int
-    state: str
-    message: str
-    samples_per_s: float
-    changes: tuple
-    arms: tuple
-    notice: str = ""
-    time: float = 0.0             # time.time() at publish
-
-    @property
-    def compare(self) -> bool:
-        return len(self.arms) == 2
-
-    @property
-    def step(self) -> int:
-        return self.arms[0].step
-
-    @property
-    def epoch(self) -> float:
-        return self.arms[0].epoch
-
-    def arm(self, name: str) -> ArmSnapshot:
-        for a in self.arms:
-            if a.name == name:
-                return a
-        raise KeyError(f"no arm {name!r}; arms are {', '.join(a.name for a in self.arms)}")
-
-
-def _ro(x: np.ndarray) -> np.ndarray:
-    x.flags.writeable = False
-    return x
-
-
-def checksum(*arrays: np.ndarray) -> int:
-    """CRC-32 over the bytes of ``arrays`` (what ArmSnapshot.checksum holds for W, a, b)."""
-    crc = 0
-    for x in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(x).view(np.uint8).ravel(), crc)
-    return crc
 
 
 def check_pair(config_a: RunConfig, config_b: RunConfig | None) -> tuple:
@@ -212,20 +116,6 @@ def _divergence(run: Run) -> str | None:
         cause = "the step sizes are too large for this model"
     return (f"weights {what} at step {run.step} (epoch {run.epoch:.2f}) — {cause}; "
             f"lower η or ε0 and Reset")
-
-
-def _changes_json(changes) -> np.ndarray:
-    return np.array(json.dumps([list(c) for c in changes]))
-
-
-def _changes_from(arrays: dict) -> list:
-    if "trainer_changes" not in arrays:
-        return []
-    try:
-        return [Change(int(s), float(e), str(a), str(f), o, n)
-                for s, e, a, f, o, n in json.loads(str(arrays["trainer_changes"]))]
-    except (ValueError, TypeError):
-        return []
 
 
 class _Core:
@@ -343,7 +233,7 @@ class _Core:
         self._hist_cache: dict = {}
         self._xi_cache: dict = {}
         probe_x, probe_y = self.runs[0].split("val", self.probe_size)
-        self.probe_input = _ro(np.array(probe_x, np.float32))
+        self.probe_input = readonly(np.array(probe_x, np.float32))
         self.probe_V = [r.visible(probe_x, probe_y) for r in self.runs]
         self.window: collections.deque = collections.deque()
         self.samples = 0
@@ -609,13 +499,13 @@ class _Core:
             cols = history_columns(rows, keys)
             if full_col:
                 cols["full"] = (cols["step"] % run.batches_per_epoch == 0).astype(np.float64)
-            hit = (key, {k: _ro(v) for k, v in cols.items()})
+            hit = (key, {k: readonly(v) for k, v in cols.items()})
             cache[i] = hit
         return dict(hit[1])
 
     def _arm_snapshot(self, i: int, run: Run) -> ArmSnapshot:
         p = run.params
-        W, a, b = _ro(p.W.copy()), _ro(p.a.copy()), _ro(p.b.copy())
+        W, a, b = readonly(p.W.copy()), readonly(p.a.copy()), readonly(p.b.copy())
         with np.errstate(all="ignore"):
             recon = np.array(run.reconstruct(self.probe_V[i])[:, : run.n_pixels], np.float32)
         mode = run.config.kh_mode if run.config.kh_mode != "off" else self.last_mode[i]
@@ -623,14 +513,14 @@ class _Core:
             mode, win, inh = "off", np.zeros(0, np.int64), np.zeros(0, np.int64)
         else:
             win, inh = run.win_counts[mode].copy(), run.inhibit_counts[mode].copy()
-        mode_counts = {m: (_ro(run.win_counts[m].copy()), _ro(run.inhibit_counts[m].copy())) for m in ("td", "bu")}
+        mode_counts = {m: (readonly(run.win_counts[m].copy()), readonly(run.inhibit_counts[m].copy())) for m in ("td", "bu")}
         return ArmSnapshot(
             name=ARM_NAMES[i], config=run.config, step=run.step, epoch=run.epoch, eps=float(run.settings().eps),
             W=W, n_pixels=run.n_pixels, image_shape=tuple(run.dataset.image_shape),
-            probe_input=self.probe_input, probe_recon=_ro(recon),
+            probe_input=self.probe_input, probe_recon=readonly(recon),
             history=self._columns(self._hist_cache, i, run, run.history, HISTORY_KEYS, True),
             xi=self._columns(self._xi_cache, i, run, run.xi_history, XI_KEYS, False),
-            counts_mode=mode, win_counts=_ro(win), inhibit_counts=_ro(inh), a=a, b=b, checksum=checksum(W, a, b),
+            counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b, checksum=checksum(W, a, b),
             n_labels=run.n_labels, batches_per_epoch=run.batches_per_epoch, mode_counts=mode_counts)
 
     def _rate(self) -> float:
@@ -679,21 +569,8 @@ class _Core:
             arrays = {"arms": np.array(",".join(ARM_NAMES[: len(self.runs)]))}
             for name, run in zip(ARM_NAMES, self.runs):
                 arrays.update({f"{name}.{k}": v for k, v in run.state_arrays().items()})
-        arrays["trainer_changes"] = _changes_json(self.changes)
+        arrays["trainer_changes"] = changes_json(self.changes)
         return write_npz_atomic(path, arrays)
-
-
-def read_trainer_checkpoint(path) -> tuple[list[dict], list[Change]]:
-    """The per-arm array dicts of a trainer (or Run) checkpoint, and its change log. CheckpointError if unusable."""
-    arrays = load_npz(path)
-    if "arms" not in arrays:
-        return [check_run_arrays(arrays, str(path))], _changes_from(arrays)
-    names = str(arrays["arms"]).split(",")
-    if not 1 <= len(names) <= 2 or any(n not in ARM_NAMES for n in names):
-        raise CheckpointError(f"{path}: unexpected arms {arrays['arms']!s}")
-    per_arm = [check_run_arrays({k[len(name) + 1:]: v for k, v in arrays.items() if k.startswith(name + ".")},
-                                f"{path} (arm {name})") for name in names]
-    return per_arm, _changes_from(arrays)
 
 
 class Trainer:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rng
-from .config import RunConfig
+from ..config import RunConfig
 from .kh import kh_delta, kh_epsilon
 from .rbm import Params, cd_gradient
 
