@@ -81,7 +81,8 @@ FIELDS: tuple[Field, ...] = (
           live=True),
     Field("probe_trials", int, 20, "trials averaged by one ξ probe (common random numbers)",
           bounds=(1, 100_000), live=True),
-    Field("eval_size", int, 1000, "validation images used for the in-run metric points", bounds=(1, 10**7),
+    Field("eval_size", int, 1000, "images of a cheap metric point: the validation subsample of the app's "
+          "in-run points, and the fixed training sample (the first n) that every point scores", bounds=(1, 10**7),
           live=True),
 )
 FIELD = {f.name: f for f in FIELDS}

@@ -38,7 +38,7 @@ How it is fast (``benchmarks/README.md`` has the measurements behind each choice
 Kernels are compiled with ``cache=True`` (on disk, in ``khrbm/__pycache__``); :func:`warmup` compiles
 (~20 s per dtype the first time) or loads (< 1 s) every variant, and the app and the CLI call it at
 start. Numba's cache only watches this file, so the cache is also dropped when ``rng.py`` (whose
-``uniform_at`` is inlined here) changes.
+``uniform_at`` is inlined here) changes (:func:`drop_stale_cache`).
 """
 from __future__ import annotations
 
@@ -67,17 +67,19 @@ from .step import StepResult, StepSettings, numpy_step, shuffled_xi_step  # noqa
 __all__ = ["NumbaStepper", "NumpyStepper", "make_stepper", "warmup"]
 
 
-def _drop_stale_cache() -> None:
-    """Delete this module's Numba cache files when rng.py changed since they were written."""
-    here = Path(__file__).resolve()
-    cache = here.parent / "__pycache__"
+def drop_stale_cache(stem: str, dependencies: tuple) -> None:
+    """Delete the Numba cache files of module ``stem`` (in this folder's ``__pycache__``) when one of
+    ``dependencies`` (file names in this folder whose jitted functions the module inlines or calls)
+    changed since they were written: Numba's cache only watches the module's own source file."""
+    here = Path(__file__).resolve().parent
+    cache = here / "__pycache__"
     try:
-        digest = hashlib.sha256((here.parent / "rng.py").read_bytes()).hexdigest()[:16]
-        stamp = cache / "kernels.rng-stamp"
+        digest = hashlib.sha256(b"".join((here / d).read_bytes() for d in dependencies)).hexdigest()[:16]
+        stamp = cache / f"{stem}.deps-stamp"
         if stamp.is_file() and stamp.read_text() == digest:
             return
         if cache.is_dir():
-            for f in list(cache.glob("kernels.*.nbi")) + list(cache.glob("kernels.*.nbc")):
+            for f in list(cache.glob(f"{stem}.*.nbi")) + list(cache.glob(f"{stem}.*.nbc")):
                 f.unlink(missing_ok=True)
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
@@ -85,7 +87,7 @@ def _drop_stale_cache() -> None:
         pass
 
 
-_drop_stale_cache()
+drop_stale_cache("kernels", ("rng.py",))
 
 _LOCK = threading.RLock()
 
@@ -217,28 +219,32 @@ def _compact(row, n, ix, vx, dense):
     return c
 
 
+@njit(**_JIT)
+def _list_row(row, ix, vx):
+    """Index list of one row (see :func:`_to_lists`) into ix/vx; returns (nnz, binary)."""
+    n = row.shape[0]
+    c = 0
+    ones = 0
+    for i in range(n):
+        c += row[i] != 0
+        ones += row[i] == 1
+    binary = ones == c
+    if binary:
+        for i in range(c):
+            vx[i] = 1
+        _compact(row, n, ix, vx[:0], 2 * c > n)
+    else:
+        _compact(row, n, ix, vx, False)
+    return c, binary
+
+
 @njit(**_PJIT)
 def _to_lists(X, nrows, idx, val, nnz, binary):
     """Index lists of the rows of X[:nrows]: idx[r, :nnz[r]] are the columns of the non-zero entries
     (ascending; their values in val[r, :nnz[r]]); for a binary row with more ones than zeros,
     idx[r, nnz[r]:] lists the zero columns (descending). binary[r]: every non-zero entry is 1."""
-    n = X.shape[1]
     for r in prange(nrows):
-        row = X[r]
-        vx = val[r]
-        c = 0
-        ones = 0
-        for i in range(n):
-            c += row[i] != 0
-            ones += row[i] == 1
-        binary[r] = ones == c
-        if binary[r]:
-            for i in range(c):
-                vx[i] = 1
-            _compact(row, n, idx[r], vx[:0], 2 * c > n)
-        else:
-            _compact(row, n, idx[r], vx, False)
-        nnz[r] = c
+        nnz[r], binary[r] = _list_row(X[r], idx[r], val[r])
 
 
 @njit(**_PJIT)
@@ -311,6 +317,20 @@ def _gather(out, r, idx, val, nnz, binary, S, tot, use_tot):
 
 
 @njit(**_JIT)
+def _sample_list(p, key, base, hi):
+    """h = u < p with u = uniform_at(key, base + j), as a two-ended index list in hi (ones ascending,
+    then zeros descending); returns the number of ones."""
+    M = p.shape[0]
+    c = 0
+    for j in range(M):
+        on = uniform_at(key, base + np.uint64(j)) < p[j]
+        hi[c] = j
+        hi[M - 1 - j + c] = j
+        c += on
+    return c
+
+
+@njit(**_JIT)
 def _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, Ph, D):
     """P[r] = σ(pre[r] + b); D[r] = Ph[r] - P[r] if Ph has rows; if ``sample``: h = u < P[r] as a
     two-ended index list (ones ascending, then zeros descending) with u = uniform_at(key, r·M + j)."""
@@ -325,15 +345,7 @@ def _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, Ph, D):
         for j in range(M):
             d[j] = ph[j] - p[j]
     if sample:
-        base = np.uint64(r) * np.uint64(M)
-        hi = hidx[r]
-        c = 0
-        for j in range(M):
-            on = uniform_at(key, base + np.uint64(j)) < p[j]
-            hi[c] = j
-            hi[M - 1 - j + c] = j
-            c += on
-        hnnz[r] = c
+        hnnz[r] = _sample_list(p, key, np.uint64(r) * np.uint64(M), hidx[r])
 
 
 @njit(**_PJIT)
@@ -958,7 +970,9 @@ _WARM: set = set()
 def warmup(dtypes=(np.float32, np.float64)):
     """Compile (first run in this environment) or load from the disk cache every kernel variant, on
     tiny arrays: each dtype with uint8 and float inputs, sparse and dense rows, CD-k and PCD-k, KH td/bu
-    with p = 2 and p ≠ 2, the cRBM label block. The app and the CLI call it at start."""
+    with p = 2 and p ≠ 2, the cRBM label block; and the evaluation kernels (:mod:`khrbm.core.eval_kernels`).
+    The app and the CLI call it at start."""
+    from . import eval_kernels
     from .rbm import Params
 
     with _LOCK:
@@ -980,4 +994,5 @@ def warmup(dtypes=(np.float32, np.float64)):
                             stepper.step(params, X, StepSettings(kh_mode=mode, eps=0.01, p=p), 3)
                     stepper.step(params, X, StepSettings(n_labels=3, label_sampling="softmax"), 4)
             top_ranked(r.standard_normal((6, 3)).astype(dt), 1)
+            eval_kernels.warmup((dt,))
             _WARM.add(dt)

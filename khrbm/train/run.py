@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import metrics, rng
+from ..core import eval_kernels, metrics, rng
 from ..config import FIELD, LIVE_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from ..core.kernels import make_stepper
@@ -169,25 +169,36 @@ class Run:
         return bool(np.isfinite(p.W).all() and np.isfinite(p.a).all() and np.isfinite(p.b).all())
 
     # --- evaluation -------------------------------------------------------------------------------
+    @property
+    def metrics(self):
+        """The metric functions of this run's backend: the NumPy transcription of SPEC for "numpy",
+        else the Numba evaluation kernels (same values: tests/test_eval_kernels.py)."""
+        return metrics if self.config.backend == "numpy" else eval_kernels
+
     def reconstruct(self, V: np.ndarray) -> np.ndarray:
         """Mean-field reconstruction σ(σ(VW+b)Wᵀ+a) of visible vectors (for display)."""
         p = self.params
-        return sigmoid(sigmoid(V @ p.W + p.b) @ p.W.T + p.a)
+        if self.config.backend == "numpy":
+            return sigmoid(sigmoid(V @ p.W + p.b) @ p.W.T + p.a)
+        return eval_kernels.mean_field_reconstruction(V, p)
 
     def evaluate(self, n_val: int | None = None, n_train: int | None = None) -> dict:
-        """Metrics at the current step on the first ``n_val`` validation and ``n_train`` training images
-        (all when None; ``val_size``/``train_size`` still apply); appended to ``history``."""
+        """Metrics at the current step on the first ``n_val`` validation images (None: all of them, within
+        ``val_size``) and the first ``n_train`` training images (None: the fixed sample of ``eval_size``);
+        appended to ``history``. The MSE and the cross-entropy of a split share one key, so one hidden
+        sample per image serves both (Eqs. 11, 12)."""
+        m = self.metrics
         point = {"step": self.step, "epoch": self.epoch, "eps": self.settings().eps}
+        n_train = self.config.eval_size if n_train is None else n_train
         for split, n in (("val", n_val), ("train", n_train)):
             x, y = self.split(split, n)
             V = self.visible(x, y)
             key = rng.stream(self.config.seed, EVAL, self.step, split == "train")
-            point[f"{split}_mse"] = metrics.reconstruction_mse(V, self.params, rng.stream(key, 1), self.n_pixels)
-            point[f"{split}_ce"] = metrics.cross_entropy(V, self.params, rng.stream(key, 2), self.n_pixels)
+            point[f"{split}_mse"], point[f"{split}_ce"] = m.reconstruction_metrics(
+                V, self.params, rng.stream(key, 1), self.n_pixels)
             if split == "val":
-                point["accuracy"] = (metrics.crbm_accuracy(x, y, self.params, self.n_labels)
-                                     if self.n_labels else math.nan)
-        point["overlap"] = metrics.receptive_field_overlap(self.params.W, self.n_pixels)
+                point["accuracy"] = m.crbm_accuracy(x, y, self.params, self.n_labels) if self.n_labels else math.nan
+        point["overlap"] = m.receptive_field_overlap(self.params.W, self.n_pixels)
         self.history.append({k: point[k] for k in HISTORY_KEYS})
         return self.history[-1]
 

@@ -5,11 +5,11 @@ so a reader on another thread never sees a half-written state. ``Snapshot.versio
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+from numba import njit
 
 from ..config import RunConfig
 
@@ -30,7 +30,8 @@ class Change(NamedTuple):
 class ArmSnapshot:
     """One arm at publish time. Arrays are read-only copies.
 
-    Beyond the contract: ``a``, ``b`` (biases), ``checksum`` (CRC-32 of W, a, b computed at publish time),
+    Beyond the contract: ``a``, ``b`` (biases), ``checksum`` (:func:`checksum` of W, a, b, computed while
+    copying them at publish time),
     ``n_labels``, ``batches_per_epoch``, ``mode_counts`` ({"td": (win, inhibit), "bu": (win, inhibit)}: the
     counts of both modes since each was last switched on). ``history`` has an extra column ``full``: 1.0 for
     the points on the full validation set (epoch boundaries), 0.0 for the subsample points.
@@ -100,9 +101,66 @@ def readonly(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def checksum(*arrays: np.ndarray) -> int:
-    """CRC-32 over the bytes of ``arrays`` (what ArmSnapshot.checksum holds for W, a, b)."""
-    crc = 0
+_LANES = 16
+_MUL = np.uint32(0x9E3779B1)      # odd: h -> h·MUL + w is a bijection of h for each word w
+
+
+@njit(cache=True, nogil=True)
+def _hash_words(src, dst, lanes):
+    """Per lane q: lanes[q] = lanes[q]·MUL + word (mod 2³²) over the words src[q::16] (then the tail
+    words into lane 0); copies src into dst when dst has its size. Vectorizes: ~memory speed."""
+    n = src.shape[0]
+    m = n - n % _LANES
+    copy = dst.shape[0] == n
+    for i0 in range(0, m, _LANES):
+        for q in range(_LANES):
+            w = src[i0 + q]
+            lanes[q] = lanes[q] * _MUL + w
+            if copy:
+                dst[i0 + q] = w
+    for i in range(m, n):
+        lanes[0] = lanes[0] * _MUL + src[i]
+        if copy:
+            dst[i] = src[i]
+
+
+def _words(x: np.ndarray) -> np.ndarray:
+    b = np.ascontiguousarray(x).view(np.uint8).ravel()
+    pad = -len(b) % 4
+    return (np.concatenate([b, np.zeros(pad, np.uint8)]) if pad else b).view(np.uint32)
+
+
+def frozen_copies(*arrays: np.ndarray) -> tuple:
+    """(read-only copies of ``arrays``, :func:`checksum` of them), computed in one pass over the data."""
+    lanes = np.full(_LANES, 0x811C9DC5, np.uint32)
+    copies = []
+    none = np.empty(0, np.uint32)
     for x in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(x).view(np.uint8).ravel(), crc)
-    return crc
+        out = np.empty_like(x, order="C")
+        src = _words(x)
+        if src.nbytes == out.nbytes:
+            _hash_words(src, out.reshape(-1).view(np.uint32), lanes)
+        else:                                  # a size that is not a multiple of 4 bytes: copy, then hash
+            out[...] = x
+            _hash_words(src, none, lanes)
+        copies.append(readonly(out))
+    return tuple(copies), _combine(lanes)
+
+
+def checksum(*arrays: np.ndarray) -> int:
+    """A 64-bit hash of the bytes of ``arrays`` (what ArmSnapshot.checksum holds for W, a, b): 16 lanes of
+    32-bit multiply-adds over the 32-bit words, combined; any change of one word changes it. Not
+    cryptographic: it shows that a snapshot's arrays are the ones published, at ~memory speed (CRC-32
+    cost ~1 ms per 1.5 MB of W at M = 500, more than the rest of a publish)."""
+    lanes = np.full(_LANES, 0x811C9DC5, np.uint32)
+    none = np.empty(0, np.uint32)
+    for x in arrays:
+        _hash_words(_words(x), none, lanes)
+    return _combine(lanes)
+
+
+def _combine(lanes: np.ndarray) -> int:
+    h = 0
+    for v in lanes.tolist():
+        h = (h * 0x100000001B3 ^ v) & 0xFFFFFFFFFFFFFFFF
+    return h

@@ -44,7 +44,8 @@ from ..config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
 from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
-from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, checksum, readonly
+from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, frozen_copies, readonly
+from .snapshot import checksum  # noqa: F401 - re-exported: readers verify ArmSnapshot.checksum with it
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
 # Not live, yet changeable without a new model: applied to every arm by ``update``.
 TRAINER_FIELDS = frozenset({"epochs"})
 EXPLODE = 1e4              # max |θ| above which a run counts as diverged
-EVAL_FRACTION = 0.10       # evaluations may take at most this share of the loop's time
-EVALS_PER_EPOCH = 10       # subsample evaluations per epoch when they are cheap enough
+EVAL_SHARE = 0.05          # subsample points take at most this share of the running loop's time
+FULL_EVAL_SHARE = 0.05     # full-set points too (on 60k MNIST: one per epoch if it costs <= 5 % of an epoch)
+SNAPSHOT_SHARE = 0.01      # publishing snapshots while running (plus one at least every snapshot_interval)
+EVALS_PER_EPOCH = 10       # at most this many subsample points per epoch
 THROUGHPUT_WINDOW = 2.0    # seconds of the sliding window of samples/s
 _counter = itertools.count(1)
 
@@ -118,6 +121,34 @@ def _divergence(run: Run) -> str | None:
             f"lower η or ε0 and Reset")
 
 
+class _Budget:
+    """A share of the running loop's time for one kind of side work (subsample points, full-set points,
+    snapshots). Credit grows by ``share`` × the loop's time and is capped at the expected cost of one job
+    (an average of its measured costs), so jobs never come in a burst; a job is due when the credit covers
+    it, and its measured time is charged. Over any stretch the work takes at most ``share`` of the loop's
+    time plus one job."""
+
+    def __init__(self, share: float):
+        self.share = share
+        self.credit = 0.0
+        self.cost = 0.0           # expected seconds of one job (0: not measured yet, so the first is due)
+        self.spent = 0.0          # seconds charged so far
+
+    def due(self) -> bool:
+        return self.credit >= self.cost
+
+    def observe(self, seconds: float):
+        self.cost = seconds if self.cost == 0 else 0.7 * self.cost + 0.3 * seconds
+
+    def charge(self, seconds: float):
+        self.observe(seconds)
+        self.credit -= seconds
+        self.spent += seconds
+
+    def earn(self, seconds: float):
+        self.credit = min(self.credit + self.share * seconds, self.cost)
+
+
 class _Core:
     """All state and the loop. Holds no reference to the Trainer, so a dropped Trainer can be collected
     (its weakref.finalize then closes this core and joins the thread)."""
@@ -126,13 +157,13 @@ class _Core:
         if full_eval_every < 0:
             raise ValueError(f"full_eval_every must be >= 0, got {full_eval_every}")
         self.full_eval_every = int(full_eval_every)
-        if snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be None or >= 1, got {snapshot_every}")
         if not snapshot_interval > 0:
             raise ValueError(f"snapshot_interval must be > 0, got {snapshot_interval}")
         if probe_size < 1:
             raise ValueError(f"probe_size must be >= 1, got {probe_size}")
-        self.snapshot_every = int(snapshot_every)
+        self.snapshot_every = None if snapshot_every is None else int(snapshot_every)
         self.snapshot_interval = float(snapshot_interval)
         self.probe_size = int(probe_size)
         self.cv = threading.Condition(threading.Lock())
@@ -237,8 +268,10 @@ class _Core:
         self.probe_V = [r.visible(probe_x, probe_y) for r in self.runs]
         self.window: collections.deque = collections.deque()
         self.samples = 0
-        self.batch_time = 0.0         # EMA of the time of one lockstep minibatch
-        self.eval_time = 0.0          # EMA of the time of one subsample evaluation
+        self.loop_seconds = 0.0       # time spent in minibatches and the side work they call for
+        self.batch_time = 0.0         # average time of one lockstep minibatch (training only)
+        self.budget_subset, self.budget_full = _Budget(EVAL_SHARE), _Budget(FULL_EVAL_SHARE)
+        self.budget_publish = _Budget(SNAPSHOT_SHARE)
         self.last_eval_step = self.runs[0].step
         self.since_publish = 0
         self.last_publish = time.monotonic()
@@ -418,7 +451,8 @@ class _Core:
             self._settle(force_message=True)
 
     def _advance(self):
-        """One lockstep minibatch of every arm, then the checks, evaluations and snapshots it calls for."""
+        """One lockstep minibatch of every arm, then the checks, evaluations and snapshots it calls for
+        (each kind within its share of the loop's time: :class:`_Budget`)."""
         t0 = time.perf_counter()
         n = 0
         for run in self.runs:
@@ -427,7 +461,7 @@ class _Core:
         if self.steps_left > 0:
             self.steps_left -= 1
         dt = time.perf_counter() - t0
-        self.batch_time = dt if self.batch_time == 0 else 0.9 * self.batch_time + 0.1 * dt
+        self.batch_time = dt if self.batch_time == 0 else 0.95 * self.batch_time + 0.05 * dt
         now = time.monotonic()
         self.samples += n
         self.window.append((now, self.samples))
@@ -447,36 +481,52 @@ class _Core:
         epoch, within = divmod(run.step, run.batches_per_epoch)
         if within == 0:
             last = run.step >= run.config.epochs * run.batches_per_epoch
-            if last or (self.full_eval_every and epoch % self.full_eval_every == 0):
+            if last or (self.full_eval_every and epoch % self.full_eval_every == 0 and self._full_point_due()):
                 self._evaluate(full=True)
             # other epoch ends get no point, so that history["full"] = (step at an epoch end)
-        elif run.step - self.last_eval_step >= self._eval_every():
-            t1 = time.perf_counter()
+        elif (run.step - self.last_eval_step >= max(1, round(run.batches_per_epoch / EVALS_PER_EPOCH))
+              and self.budget_subset.due()):
             self._evaluate(full=False)
-            te = time.perf_counter() - t1
-            self.eval_time = te if self.eval_time == 0 else 0.7 * self.eval_time + 0.3 * te
         was = self.state
         self._settle()
         if (self.state != was or self.steps_left == 0 and not self.running
-                or self.since_publish >= self.snapshot_every or now - self.last_publish >= self.snapshot_interval):
+                or now - self.last_publish >= self.snapshot_interval
+                or (self.budget_publish.due() if self.snapshot_every is None
+                    else self.since_publish >= self.snapshot_every)):
             self._publish()
+        dt = time.perf_counter() - t0
+        self.loop_seconds += dt
+        for budget in (self.budget_subset, self.budget_full, self.budget_publish):
+            budget.earn(dt)
 
-    def _eval_every(self) -> int:
-        bpe = self.runs[0].batches_per_epoch
-        every = max(1, round(bpe / EVALS_PER_EPOCH))
-        if self.batch_time > 0 and self.eval_time > 0:
-            # eval / (eval + every * batch) <= EVAL_FRACTION
-            every = max(every, math.ceil((1 - EVAL_FRACTION) / EVAL_FRACTION * self.eval_time / self.batch_time))
-        return every
+    def _full_point_due(self) -> bool:
+        """A full-set point fits its budget: FULL_EVAL_SHARE of the loop's time, or it costs at most that
+        share of the time the arms take to train on 60,000 images (so cheap points come every epoch)."""
+        run = self.runs[0]
+        epoch_60k = 60_000 / run.config.batch_size * self.batch_time
+        return self.budget_full.due() or self.budget_full.cost <= FULL_EVAL_SHARE * epoch_60k
 
     def _evaluate(self, full: bool):
         """Append a metric point to every arm: a subsample of eval_size validation and training images, or
-        (at epoch boundaries) the full validation set plus the training subsample."""
+        (at epoch boundaries) the full validation set plus the training sample; its time is charged to
+        the budget of its kind (the point of step 0, taken before training, only sets the estimate)."""
+        t0 = time.perf_counter()
         for run in self.runs:
             n = run.config.eval_size
             run.evaluate(n_val=None if full else n, n_train=n)
         self.last_eval_step = self.runs[0].step
         self.dirty = True
+        seconds = time.perf_counter() - t0
+        budget = self.budget_full if full else self.budget_subset
+        if self.runs[0].step == 0:
+            budget.observe(seconds)
+        else:
+            budget.charge(seconds)
+
+    def timing(self) -> dict:
+        """Seconds spent since the last reset by the running loop, and by its evaluations and snapshots."""
+        return {"loop": self.loop_seconds, "subset_eval": self.budget_subset.spent,
+                "full_eval": self.budget_full.spent, "snapshots": self.budget_publish.spent}
 
     def _fail(self, exc: BaseException):
         log.error("trainer loop failed", exc_info=exc)
@@ -505,7 +555,7 @@ class _Core:
 
     def _arm_snapshot(self, i: int, run: Run) -> ArmSnapshot:
         p = run.params
-        W, a, b = readonly(p.W.copy()), readonly(p.a.copy()), readonly(p.b.copy())
+        (W, a, b), crc = frozen_copies(p.W, p.a, p.b)
         with np.errstate(all="ignore"):
             recon = np.array(run.reconstruct(self.probe_V[i])[:, : run.n_pixels], np.float32)
         mode = run.config.kh_mode if run.config.kh_mode != "off" else self.last_mode[i]
@@ -520,7 +570,7 @@ class _Core:
             probe_input=self.probe_input, probe_recon=readonly(recon),
             history=self._columns(self._hist_cache, i, run, run.history, HISTORY_KEYS, True),
             xi=self._columns(self._xi_cache, i, run, run.xi_history, XI_KEYS, False),
-            counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b, checksum=checksum(W, a, b),
+            counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b, checksum=crc,
             n_labels=run.n_labels, batches_per_epoch=run.batches_per_epoch, mode_counts=mode_counts)
 
     def _rate(self) -> float:
@@ -535,11 +585,14 @@ class _Core:
                         changes=tuple(self.changes), arms=arms, notice=self.runs[0].dataset.notice, time=time.time())
 
     def _publish(self, keep_arms=False):
+        t0 = time.perf_counter()
         self.version += 1
         snap = self._build_snapshot(keep_arms)
         with self.cv:
             self.snapshot = snap
             self.cv.notify_all()
+        if self.state == "running":
+            self.budget_publish.charge(time.perf_counter() - t0)
         self.dirty = False
         self.since_publish = 0
         self.last_publish = time.monotonic()
@@ -577,21 +630,25 @@ class Trainer:
     """Trains one run, or an A/B pair (``config_b``), on a background thread; see the module docstring.
 
     ``dataset``: an already loaded :class:`~khrbm.data.Dataset` (else ``load_dataset(config_a.dataset)``),
-    shared by the arms. ``snapshot_every``: publish every n minibatches, and at least every
-    ``snapshot_interval`` seconds while running. ``probe_size``: the first n validation images whose
+    shared by the arms. ``snapshot_every``: publish every n minibatches (default None: within
+    SNAPSHOT_SHARE of the loop's time), and at least every ``snapshot_interval`` seconds while running. ``probe_size``: the first n validation images whose
     reconstructions the snapshots carry.
 
-    Metric points: the full validation set at every ``full_eval_every``-th epoch end (0: only at the end of
-    training) and at step 0, plus subsample points (``eval_size`` validation and training images) about
-    10 times per epoch, spaced so that they take at most ~10 % of the loop's time (the full-set points are
-    not part of that budget). ``history["full"]`` marks the full-set points.
+    Metric points: the full validation set (plus the fixed sample of ``eval_size`` training images) at step 0,
+    at the end of training and at every ``full_eval_every``-th epoch end (0: none between) as long as these
+    points take at most FULL_EVAL_SHARE (5 %) of the loop's time — on 60k MNIST, one per epoch when a point
+    costs at most 5 % of an epoch, else every few epochs; plus subsample points (``eval_size`` validation
+    and training images), at most EVALS_PER_EPOCH per epoch and within EVAL_SHARE (5 %) of the loop's time.
+    ``history["full"]`` marks the full-set points. Snapshots: published every ``snapshot_every`` minibatches,
+    or by default (None) as often as SNAPSHOT_SHARE (1 %) of the loop's time allows; and at least every
+    ``snapshot_interval`` seconds while running. :meth:`timing` says where the time went.
 
     The thread starts at construction (it compiles the kernels: state "compiling", then "idle") and ends
     at :meth:`close`, or when the Trainer is garbage-collected.
     """
 
     def __init__(self, config_a: RunConfig, config_b: RunConfig | None = None, *, dataset: Dataset | None = None,
-                 snapshot_every: int = 10, snapshot_interval: float = 0.5, probe_size: int = 16,
+                 snapshot_every: int | None = None, snapshot_interval: float = 0.5, probe_size: int = 16,
                  full_eval_every: int = 1):
         configs = check_pair(config_a, config_b)
         if dataset is not None and dataset.name != configs[0].dataset:
@@ -772,6 +829,12 @@ class Trainer:
     def __repr__(self):
         s = self.snapshot
         return f"<Trainer {self._core.thread.name} {s.state} step {s.step} arms {len(s.arms)}>"
+
+    def timing(self) -> dict:
+        """Seconds since the last reset or load: ``loop`` (minibatches with their evaluations and snapshots
+        while training), ``subset_eval``, ``full_eval`` (step 0's point excluded) and ``snapshots``."""
+        core = self._core
+        return core.submit(core.timing) if core.thread.is_alive() else core.timing()
 
     # --- test hook ------------------------------------------------------------------------------------
     def _inject(self, fn: Callable[[list], Any]):
