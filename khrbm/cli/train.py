@@ -49,8 +49,11 @@ def run(args) -> int:
     if warmup:
         print("compiling kernels (cached after the first time)…", file=sys.stderr)
         warmup()
+    eval_seconds = 0.0
     if run.step == 0 and not run.history:
+        t0 = time.perf_counter()
         run.evaluate()
+        eval_seconds += time.perf_counter() - t0
     total = cfg.epochs * run.batches_per_epoch
     start_step, train_seconds = run.step, 0.0
     stop = _InterruptFlag()
@@ -75,7 +78,9 @@ def run(args) -> int:
                 run.save(out / "checkpoint.npz")
                 return fail(f"weights became NaN/inf in epoch {epoch + 1}; std init with a large eps0 or "
                              f"lr often diverges. Lower them (checkpoint of the diverged state in {out})")
-            point = run.evaluate()
+            t0 = time.perf_counter()
+            point = run.evaluate()              # the full validation set + the fixed training sample
+            eval_seconds += time.perf_counter() - t0
             _write_metrics(out, run.history, history_json)
             run.save(out / "checkpoint.npz")
             print(_summary(epoch + 1, cfg.epochs, point), file=sys.stderr)
@@ -83,6 +88,7 @@ def run(args) -> int:
     samples = (run.step - start_step) * cfg.batch_size
     result = {"config": cfg.to_dict(), "final": _clean(final), "steps": run.step,
               "train_seconds_this_session": round(train_seconds, 3),
+              "evaluate_seconds_this_session": round(eval_seconds, 3),
               "samples_per_second": round(samples / train_seconds, 1) if train_seconds > 0 else None}
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(_clean(final)))
