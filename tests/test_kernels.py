@@ -243,3 +243,21 @@ def test_shuffled_control_delegates(mnist):
     numpy_step(p1, x[:30], st, 5)
     kernels.NumbaStepper(784, 20, 30, np.float64).step(p2, x[:30], st, 5)
     np.testing.assert_array_equal(p1.W, p2.W)
+
+
+def test_params_max_abs_after_a_step(mnist):
+    """The step reports max |θ| of the parameters it leaves (the divergence check), NaN for a NaN anywhere."""
+    x, y = mnist
+    s = kernels.NumbaStepper(784, 30, 20, np.float32)
+    for st in (StepSettings(), StepSettings(kh_mode="td", eps=0.02)):
+        p = _params(784, 30, np.float32)
+        s.step(p, x[:20], st, 3)
+        assert s.params_max_abs == max(np.abs(p.W).max(), np.abs(p.a).max(), np.abs(p.b).max())
+        assert kernels.max_abs(p.W, p.a, p.b) == s.params_max_abs
+        for arr, i in ((p.W, (5, 7)), (p.a, 3), (p.b, 29)):
+            q = p.copy()
+            getattr(q, "W" if arr is p.W else "a" if arr is p.a else "b")[i] = np.nan
+            s.step(q, x[:20], st, 4)
+            assert np.isnan(s.params_max_abs) and np.isnan(kernels.max_abs(q.W, q.a, q.b))
+    s.step(p, x[:20], StepSettings(kh_mode="td", eps=0.02, shuffle_xi=True), 5)
+    assert s.params_max_abs is None

@@ -64,7 +64,7 @@ from . import rng  # noqa: E402
 from .rng import uniform_at  # noqa: E402
 from .step import StepResult, StepSettings, numpy_step, shuffled_xi_step  # noqa: E402
 
-__all__ = ["NumbaStepper", "NumpyStepper", "make_stepper", "warmup"]
+__all__ = ["NumbaStepper", "NumpyStepper", "make_stepper", "max_abs", "warmup"]
 
 
 def drop_stale_cache(stem: str, dependencies: tuple) -> None:
@@ -452,6 +452,43 @@ def _currents_ranked(idx, val, nnz, binary, nrows, S, tot, use_tot, I, ell1, top
 
 
 @njit(**_JIT)
+def _lanes_max_abs(x, lanes):
+    """lanes[q] = max(lanes[q], |x_i|) over the x_i with i ≡ q (mod 16) (vectorizes); returns how many
+    x_i are NaN (a NaN never wins a comparison, so it is counted instead)."""
+    n = x.shape[0]
+    m = n - n % 16
+    nan = 0
+    for i0 in range(0, m, 16):
+        for q in range(16):
+            v = abs(x[i0 + q])
+            lanes[q] = v if v > lanes[q] else lanes[q]
+            nan += v != v
+    for i in range(m, n):
+        v = abs(x[i])
+        lanes[0] = v if v > lanes[0] else lanes[0]
+        nan += v != v
+    return nan
+
+
+@njit(**_JIT)
+def _max_abs(x):
+    lanes = np.zeros(16, x.dtype)
+    return np.nan if _lanes_max_abs(x, lanes) else np.float64(lanes.max())
+
+
+def max_abs(*arrays) -> float:
+    """The largest |value| over ``arrays``, NaN if any holds a NaN (the divergence check's figure)."""
+    worst = 0.0
+    for x in arrays:
+        if x.size:
+            m = _max_abs(np.ascontiguousarray(x).reshape(-1))
+            if m != m:
+                return m
+            worst = max(worst, m)
+    return worst
+
+
+@njit(**_JIT)
 def top_ranked(I, ell):
     """Standalone top-(ℓ+1) selection of the columns of I (K × B), as :func:`khrbm.kh.kh_ranking`."""
     K, B = I.shape
@@ -672,17 +709,22 @@ def _accumulate_scaled(acc, lst, vals, cnt, i, R):
 
 
 @njit(**_PJIT)
-def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, acc):
+def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, acc, amax, nans):
     """θ ← θ - η∇L with ∇_W L = -(XᵀPh - VᵀQh)/B, ∇_a L = -mean(X - V), ∇_b L = -mean(Ph - Qh);
     V is the (binary) end of the chain and D = Ph - Qh. Row i of XᵀPh - VᵀQh is the sum of D over the
     batch rows where pixel i is on in both, + x·Ph where only in X, - Qh where only in V. One pass per
-    W row; rows are split in chunks with one accumulator each (acc: chunk × M)."""
+    W row; rows are split in chunks with one accumulator each (acc: chunk × M). On the way, the largest
+    |θ| of each chunk of the new values into amax (16 lanes per chunk; W and a, then b) and their NaNs
+    into nans: the divergence check costs no pass of its own."""
     N, M = W.shape
     nch = acc.shape[0]
     Bf = _as(nrows, W[0, 0])
     per = (N + nch - 1) // nch
     for ch in prange(nch):
         ac = acc[ch]
+        lanes = amax[ch]
+        lanes[:] = 0
+        nans[ch] = 0
         for i in range(ch * per, min(N, (ch + 1) * per)):
             for j in range(M):
                 ac[j] = 0
@@ -697,13 +739,17 @@ def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, 
             for j in range(M):
                 wi[j] -= lr * (-ac[j] / Bf)
             a[i] -= lr * (-sa / Bf)
+            nans[ch] += _lanes_max_abs(wi, lanes) + _lanes_max_abs(a[i:i + 1], lanes)
     per_m = (M + nch - 1) // nch
     for ch in prange(nch):
+        lanes = amax[nch + ch]
+        lanes[:] = 0
         for j in range(ch * per_m, min(M, (ch + 1) * per_m)):
             s = _as(0, W[0, 0])
             for r in range(nrows):
                 s += D[r, j]
             b[j] -= lr * (-s / Bf)
+        nans[nch + ch] = _lanes_max_abs(b[ch * per_m:min(M, (ch + 1) * per_m)], lanes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -725,7 +771,9 @@ class NumbaStepper:
     the caller owns and may keep (CD: None). ``X`` (and the PCD chain) may be uint8, bool or float, with
     1..``batch_size`` rows; ``params`` must have this stepper's shapes and dtype, C-contiguous.
     ``st.shuffle_xi`` (the shuffled control) is delegated to :func:`khrbm.step.shuffled_xi_step`.
-    Steps are serialised by a module lock, so several threads may share the kernels.
+    Steps are serialised by a module lock, so several threads may share the kernels. After a step,
+    ``params_max_abs`` is max |θ| of the new parameters (NaN if one is NaN; None after a delegated step),
+    found while updating them: the trainer's divergence check needs no pass over W of its own.
     """
 
     def __init__(self, n_visible: int, n_hidden: int, batch_size: int, dtype=np.float32):
@@ -762,6 +810,8 @@ class NumbaStepper:
         self.cd, self.nd = e((N, B), i32), e(N, i32)
         self.n_chunks = max(2 * numba.get_num_threads(), 2)
         self.acc = e((self.n_chunks, M), dt)
+        self.amax, self.nans = e((2 * self.n_chunks, 16), dt), e(2 * self.n_chunks, np.int64)
+        self.params_max_abs = None            # max |θ| after the last step (NaN: a NaN), None if unknown
         # KH
         self.I = e((B, K), dt)
         self.slot_of = np.full(K, -1, np.int64)
@@ -817,6 +867,7 @@ class NumbaStepper:
         return int(np.maximum(2 * nnz[:nr] - n, 0).sum()) > n
 
     def step(self, params, X, st: StepSettings, key: int, chain=None) -> StepResult:
+        self.params_max_abs = None
         if st.kh_active and st.shuffle_xi:
             return shuffled_xi_step(params, X, st, key, chain)
         X = self._input(X)
@@ -873,7 +924,8 @@ class NumbaStepper:
         _grad_lists(self.xidx, self.xval, self.xnnz, self.vidx, self.vnnz, nr,
                     self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd)
         _apply_gradient(nr, self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd,
-                        self.Ph, self.Qh, self.D, W, a, b, self.dtype.type(st.lr), self.acc)
+                        self.Ph, self.Qh, self.D, W, a, b, self.dtype.type(st.lr), self.acc, self.amax, self.nans)
+        self.params_max_abs = float("nan") if self.nans.any() else float(self.amax.max())
         return StepResult(out, ranked)
 
     def _totW(self, W, needed):
@@ -994,5 +1046,6 @@ def warmup(dtypes=(np.float32, np.float64)):
                             stepper.step(params, X, StepSettings(kh_mode=mode, eps=0.01, p=p), 3)
                     stepper.step(params, X, StepSettings(n_labels=3, label_sampling="softmax"), 4)
             top_ranked(r.standard_normal((6, 3)).astype(dt), 1)
+            max_abs(params.W, params.a)
             eval_kernels.warmup((dt,))
             _WARM.add(dt)
