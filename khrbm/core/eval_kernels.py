@@ -68,7 +68,7 @@ _ZERO32 = np.float32(0.0)
 _ONE32 = np.float32(1.0)
 
 
-@njit(inline="always")
+@njit(**_JIT)
 def _log1p32(e):
     """log(1 + e) for float32 e in [0, 1]: 1 + e = 2^k (1 + f) with f = e (k = 0) or (e - 1)/2 (k = 1),
     both exact, then Cephes' logf polynomial in f (error ~1 ulp)."""
@@ -85,7 +85,7 @@ def _softplus_tail(x):  # pragma: no cover - replaced by the overload inside jit
     return np.log1p(np.exp(-abs(x)))
 
 
-@overload(_softplus_tail, inline="always")
+@overload(_softplus_tail, jit_options=_JIT)
 def _softplus_tail_ov(x):
     """log1p(exp(-|x|)), so that softplus(±x) = max(±x, 0) + _softplus_tail(x) with no cancellation."""
     if isinstance(x, types.Float) and x.bitwidth == 32:
@@ -97,7 +97,7 @@ def _sigmoid_and_tail(x):  # pragma: no cover - replaced by the overload inside 
     return 1.0 / (1.0 + np.exp(-x)), np.log1p(np.exp(-abs(x)))
 
 
-@overload(_sigmoid_and_tail, inline="always")
+@overload(_sigmoid_and_tail, jit_options=_JIT)
 def _sigmoid_and_tail_ov(x):
     """(σ(x), log1p(exp(-|x|))); float32 from one exp(-|x|), float64 exactly as the NumPy metrics."""
     if isinstance(x, types.Float) and x.bitwidth == 32:
@@ -108,6 +108,13 @@ def _sigmoid_and_tail_ov(x):
         def impl(x):
             return 1.0 / (1.0 + np.exp(-x)), np.log1p(np.exp(-abs(x)))
     return impl
+
+
+@njit(**_JIT)
+def _sigma(x):
+    """The step's σ (kernels._sigmoid), called, not inlined into the parallel loops: Numba's IR inliner
+    trips over its branches inside a prange body (NumbaIRAssumptionWarning); LLVM inlines it anyway."""
+    return _sigmoid(x)
 
 
 @njit(**_JIT)
@@ -159,7 +166,7 @@ def _reconstruction(V, W, WTp, totW, totWTp, a, b, key_h, key_v, idx, val, nnz, 
             nnz[c], binary[c] = _list_row(vr, idx[c], val[c])
             _gather(pre, c, idx, val, nnz, binary, W, totW, True)
             for j in range(M):
-                pr[j] = _sigmoid(pr[j] + b[j])
+                pr[j] = _sigma(pr[j] + b[j])
             hnnz[c] = _sample_list(pr, key_h, np.uint64(r) * np.uint64(M), hidx[c])
             _gather(act, c, hidx, hval, hnnz, hbin, WTp, totWTp, True)
             base = np.uint64(r) * np.uint64(N)
@@ -311,12 +318,12 @@ def _mean_field(V, W, WT, a, b, idx, val, nnz, binary, tot, H, out):
         o = out[r]
         o[:] = 0
         for j in range(M):
-            h = _sigmoid(hr[j] + b[j])
+            h = _sigma(hr[j] + b[j])
             s = WT[j]
             for i in range(N):
                 o[i] += h * s[i]
         for i in range(N):
-            o[i] = _sigmoid(o[i] + a[i])
+            o[i] = _sigma(o[i] + a[i])
 
 
 # --------------------------------------------------------------------------------------------------
