@@ -30,8 +30,8 @@ class Change(NamedTuple):
 class ArmSnapshot:
     """One arm at publish time. Arrays are read-only copies.
 
-    Beyond the contract: ``a``, ``b`` (biases), ``checksum`` (:func:`checksum` of W, a, b, computed while
-    copying them at publish time),
+    Beyond the contract: ``a``, ``b`` (biases), ``checksum`` (:func:`checksum` of W, a, b, computed from the
+    copies at publish time),
     ``n_labels``, ``batches_per_epoch``, ``mode_counts`` ({"td": (win, inhibit), "bu": (win, inhibit)}: the
     counts of both modes since each was last switched on). ``history`` has an extra column ``full``: 1.0 for
     the points on the full validation set (epoch boundaries), 0.0 for the subsample points.
@@ -106,22 +106,16 @@ _MUL = np.uint32(0x9E3779B1)      # odd: h -> h·MUL + w is a bijection of h for
 
 
 @njit(cache=True, nogil=True)
-def _hash_words(src, dst, lanes):
-    """Per lane q: lanes[q] = lanes[q]·MUL + word (mod 2³²) over the words src[q::16] (then the tail
-    words into lane 0); copies src into dst when dst has its size. Vectorizes: ~memory speed."""
+def _hash_words(src, lanes):
+    """Per lane q: lanes[q] = lanes[q]·MUL + word (mod 2³²) over the words src[q::16], then the tail words
+    into lane 0. Vectorizes: ~0.1 ms for W at M = 500."""
     n = src.shape[0]
     m = n - n % _LANES
-    copy = dst.shape[0] == n
     for i0 in range(0, m, _LANES):
         for q in range(_LANES):
-            w = src[i0 + q]
-            lanes[q] = lanes[q] * _MUL + w
-            if copy:
-                dst[i0 + q] = w
+            lanes[q] = lanes[q] * _MUL + src[i0 + q]
     for i in range(m, n):
         lanes[0] = lanes[0] * _MUL + src[i]
-        if copy:
-            dst[i] = src[i]
 
 
 def _words(x: np.ndarray) -> np.ndarray:
@@ -131,20 +125,9 @@ def _words(x: np.ndarray) -> np.ndarray:
 
 
 def frozen_copies(*arrays: np.ndarray) -> tuple:
-    """(read-only copies of ``arrays``, :func:`checksum` of them), computed in one pass over the data."""
-    lanes = np.full(_LANES, 0x811C9DC5, np.uint32)
-    copies = []
-    none = np.empty(0, np.uint32)
-    for x in arrays:
-        out = np.empty_like(x, order="C")
-        src = _words(x)
-        if src.nbytes == out.nbytes:
-            _hash_words(src, out.reshape(-1).view(np.uint32), lanes)
-        else:                                  # a size that is not a multiple of 4 bytes: copy, then hash
-            out[...] = x
-            _hash_words(src, none, lanes)
-        copies.append(readonly(out))
-    return tuple(copies), _combine(lanes)
+    """(read-only copies of ``arrays``, :func:`checksum` of the copies)."""
+    copies = tuple(readonly(np.array(x, order="C")) for x in arrays)
+    return copies, checksum(*copies)
 
 
 def checksum(*arrays: np.ndarray) -> int:
@@ -153,9 +136,8 @@ def checksum(*arrays: np.ndarray) -> int:
     cryptographic: it shows that a snapshot's arrays are the ones published, at ~memory speed (CRC-32
     cost ~1 ms per 1.5 MB of W at M = 500, more than the rest of a publish)."""
     lanes = np.full(_LANES, 0x811C9DC5, np.uint32)
-    none = np.empty(0, np.uint32)
     for x in arrays:
-        _hash_words(_words(x), none, lanes)
+        _hash_words(_words(x), lanes)
     return _combine(lanes)
 
 
