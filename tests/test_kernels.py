@@ -245,19 +245,20 @@ def test_shuffled_control_delegates(mnist):
     np.testing.assert_array_equal(p1.W, p2.W)
 
 
-def test_params_max_abs_after_a_step(mnist):
-    """The step reports max |θ| of the parameters it leaves (the divergence check), NaN for a NaN anywhere."""
+def test_params_norm_after_a_step(mnist):
+    """The step reports ‖θ‖₂ of the parameters it leaves (the divergence check's bound on max |θ|), NaN for
+    a NaN anywhere, inf for an inf."""
     x, y = mnist
     s = kernels.NumbaStepper(784, 30, 20, np.float32)
     for st in (StepSettings(), StepSettings(kh_mode="td", eps=0.02)):
         p = _params(784, 30, np.float32)
         s.step(p, x[:20], st, 3)
-        assert s.params_max_abs == max(np.abs(p.W).max(), np.abs(p.a).max(), np.abs(p.b).max())
-        assert kernels.max_abs(p.W, p.a, p.b) == s.params_max_abs
-        for arr, i in ((p.W, (5, 7)), (p.a, 3), (p.b, 29)):
+        exact = np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in (p.W, p.a, p.b)))
+        assert s.params_norm == pytest.approx(exact, rel=1e-5)
+        for name, i, bad in (("W", (5, 7), np.nan), ("a", 3, np.nan), ("b", 29, np.nan), ("W", (700, 2), np.inf)):
             q = p.copy()
-            getattr(q, "W" if arr is p.W else "a" if arr is p.a else "b")[i] = np.nan
+            getattr(q, name)[i] = bad
             s.step(q, x[:20], st, 4)
-            assert np.isnan(s.params_max_abs) and np.isnan(kernels.max_abs(q.W, q.a, q.b))
+            assert not np.isfinite(s.params_norm), (name, bad)
     s.step(p, x[:20], StepSettings(kh_mode="td", eps=0.02, shuffle_xi=True), 5)
-    assert s.params_max_abs is None
+    assert s.params_norm is None

@@ -64,7 +64,7 @@ from . import rng  # noqa: E402
 from .rng import uniform_at  # noqa: E402
 from .step import StepResult, StepSettings, numpy_step, shuffled_xi_step  # noqa: E402
 
-__all__ = ["NumbaStepper", "NumpyStepper", "make_stepper", "max_abs", "warmup"]
+__all__ = ["NumbaStepper", "NumpyStepper", "make_stepper", "warmup"]
 
 
 def drop_stale_cache(stem: str, dependencies: tuple) -> None:
@@ -366,13 +366,32 @@ def _hidden_update(idx, val, nnz, nrows, slot_of, dS, b, pre, P, key, sample, hi
         pr = pre[r]
         ix = idx[r]
         vx = val[r]
+        cnt = 0                                   # changed rows wait in (q0, v0) … (q3, v3): 4 per pass
+        q0 = q1 = q2 = 0
+        v0 = v1 = v2 = vx[0]
         for n in range(nnz[r]):
             q = slot_of[ix[n]]
-            if q >= 0:
-                v = vx[n]
-                dq = dS[q]
+            if q < 0:
+                continue
+            if cnt == 0:
+                q0, v0 = q, vx[n]
+            elif cnt == 1:
+                q1, v1 = q, vx[n]
+            elif cnt == 2:
+                q2, v2 = q, vx[n]
+            else:
+                d0, d1, d2, d3 = dS[q0], dS[q1], dS[q2], dS[q]
+                v3 = vx[n]
                 for j in range(M):
-                    pr[j] += v * dq[j]
+                    pr[j] += (v0 * d0[j] + v1 * d1[j]) + (v2 * d2[j] + v3 * d3[j])
+                cnt = -1
+            cnt += 1
+        for t in range(cnt):
+            q = q0 if t == 0 else (q1 if t == 1 else q2)
+            v = v0 if t == 0 else (v1 if t == 1 else v2)
+            dq = dS[q]
+            for j in range(M):
+                pr[j] += v * dq[j]
         _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, P[:0], P)
 
 
@@ -451,41 +470,14 @@ def _currents_ranked(idx, val, nnz, binary, nrows, S, tot, use_tot, I, ell1, top
         _top(I, r, K, ell1, topv, ranked)
 
 
-@njit(**_JIT)
-def _lanes_max_abs(x, lanes):
-    """lanes[q] = max(lanes[q], |x_i|) over the x_i with i ≡ q (mod 16) (vectorizes); returns how many
-    x_i are NaN (a NaN never wins a comparison, so it is counted instead)."""
-    n = x.shape[0]
-    m = n - n % 16
-    nan = 0
-    for i0 in range(0, m, 16):
-        for q in range(16):
-            v = abs(x[i0 + q])
-            lanes[q] = v if v > lanes[q] else lanes[q]
-            nan += v != v
-    for i in range(m, n):
-        v = abs(x[i])
-        lanes[0] = v if v > lanes[0] else lanes[0]
-        nan += v != v
-    return nan
-
-
-@njit(**_JIT)
-def _max_abs(x):
-    lanes = np.zeros(16, x.dtype)
-    return np.nan if _lanes_max_abs(x, lanes) else np.float64(lanes.max())
-
-
-def max_abs(*arrays) -> float:
-    """The largest |value| over ``arrays``, NaN if any holds a NaN (the divergence check's figure)."""
-    worst = 0.0
-    for x in arrays:
-        if x.size:
-            m = _max_abs(np.ascontiguousarray(x).reshape(-1))
-            if m != m:
-                return m
-            worst = max(worst, m)
-    return worst
+@njit(**dict(_JIT, fastmath={"reassoc"}))
+def _sum_squares(x):
+    """Σ x² in x's dtype, reassociated so that it vectorizes (a bound, not a metric: NaN and ±inf still
+    propagate)."""
+    s = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        s += x[i] * x[i]
+    return s
 
 
 @njit(**_JIT)
@@ -709,22 +701,20 @@ def _accumulate_scaled(acc, lst, vals, cnt, i, R):
 
 
 @njit(**_PJIT)
-def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, acc, amax, nans):
+def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, acc, ssq):
     """θ ← θ - η∇L with ∇_W L = -(XᵀPh - VᵀQh)/B, ∇_a L = -mean(X - V), ∇_b L = -mean(Ph - Qh);
     V is the (binary) end of the chain and D = Ph - Qh. Row i of XᵀPh - VᵀQh is the sum of D over the
     batch rows where pixel i is on in both, + x·Ph where only in X, - Qh where only in V. One pass per
-    W row; rows are split in chunks with one accumulator each (acc: chunk × M). On the way, the largest
-    |θ| of each chunk of the new values into amax (16 lanes per chunk; W and a, then b) and their NaNs
-    into nans: the divergence check costs no pass of its own."""
+    W row; rows are split in chunks with one accumulator each (acc: chunk × M). On the way, Σθ² of the new
+    values of each chunk into ssq (W and a, then b): ‖θ‖ bounds max |θ| for the divergence check without
+    a pass of its own (NaN and ±inf propagate into it)."""
     N, M = W.shape
     nch = acc.shape[0]
     Bf = _as(nrows, W[0, 0])
     per = (N + nch - 1) // nch
     for ch in prange(nch):
         ac = acc[ch]
-        lanes = amax[ch]
-        lanes[:] = 0
-        nans[ch] = 0
+        sq = 0.0
         for i in range(ch * per, min(N, (ch + 1) * per)):
             for j in range(M):
                 ac[j] = 0
@@ -739,17 +729,18 @@ def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, 
             for j in range(M):
                 wi[j] -= lr * (-ac[j] / Bf)
             a[i] -= lr * (-sa / Bf)
-            nans[ch] += _lanes_max_abs(wi, lanes) + _lanes_max_abs(a[i:i + 1], lanes)
+            sq += np.float64(_sum_squares(wi)) + np.float64(a[i]) * np.float64(a[i])
+        ssq[ch] = sq
     per_m = (M + nch - 1) // nch
     for ch in prange(nch):
-        lanes = amax[nch + ch]
-        lanes[:] = 0
+        sq = 0.0
         for j in range(ch * per_m, min(M, (ch + 1) * per_m)):
             s = _as(0, W[0, 0])
             for r in range(nrows):
                 s += D[r, j]
             b[j] -= lr * (-s / Bf)
-        nans[nch + ch] = _lanes_max_abs(b[ch * per_m:min(M, (ch + 1) * per_m)], lanes)
+            sq += np.float64(b[j]) * np.float64(b[j])
+        ssq[nch + ch] = sq
 
 
 # --------------------------------------------------------------------------------------------------
@@ -772,8 +763,9 @@ class NumbaStepper:
     1..``batch_size`` rows; ``params`` must have this stepper's shapes and dtype, C-contiguous.
     ``st.shuffle_xi`` (the shuffled control) is delegated to :func:`khrbm.step.shuffled_xi_step`.
     Steps are serialised by a module lock, so several threads may share the kernels. After a step,
-    ``params_max_abs`` is max |θ| of the new parameters (NaN if one is NaN; None after a delegated step),
-    found while updating them: the trainer's divergence check needs no pass over W of its own.
+    ``params_norm`` is ‖θ‖₂ of the new parameters (NaN or inf if one is; None after a delegated step),
+    summed while updating them: it bounds max |θ|, so the trainer's divergence check needs no pass over W
+    of its own unless the bound is large.
     """
 
     def __init__(self, n_visible: int, n_hidden: int, batch_size: int, dtype=np.float32):
@@ -810,8 +802,8 @@ class NumbaStepper:
         self.cd, self.nd = e((N, B), i32), e(N, i32)
         self.n_chunks = max(2 * numba.get_num_threads(), 2)
         self.acc = e((self.n_chunks, M), dt)
-        self.amax, self.nans = e((2 * self.n_chunks, 16), dt), e(2 * self.n_chunks, np.int64)
-        self.params_max_abs = None            # max |θ| after the last step (NaN: a NaN), None if unknown
+        self.ssq = e(2 * self.n_chunks)       # Σθ² per chunk of the last update
+        self.params_norm = None               # ‖θ‖₂ after the last step (NaN/inf: a NaN/inf), None if unknown
         # KH
         self.I = e((B, K), dt)
         self.slot_of = np.full(K, -1, np.int64)
@@ -867,7 +859,7 @@ class NumbaStepper:
         return int(np.maximum(2 * nnz[:nr] - n, 0).sum()) > n
 
     def step(self, params, X, st: StepSettings, key: int, chain=None) -> StepResult:
-        self.params_max_abs = None
+        self.params_norm = None
         if st.kh_active and st.shuffle_xi:
             return shuffled_xi_step(params, X, st, key, chain)
         X = self._input(X)
@@ -924,8 +916,8 @@ class NumbaStepper:
         _grad_lists(self.xidx, self.xval, self.xnnz, self.vidx, self.vnnz, nr,
                     self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd)
         _apply_gradient(nr, self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd,
-                        self.Ph, self.Qh, self.D, W, a, b, self.dtype.type(st.lr), self.acc, self.amax, self.nans)
-        self.params_max_abs = float("nan") if self.nans.any() else float(self.amax.max())
+                        self.Ph, self.Qh, self.D, W, a, b, self.dtype.type(st.lr), self.acc, self.ssq)
+        self.params_norm = float(np.sqrt(self.ssq.sum()))
         return StepResult(out, ranked)
 
     def _totW(self, W, needed):
@@ -1046,6 +1038,5 @@ def warmup(dtypes=(np.float32, np.float64)):
                             stepper.step(params, X, StepSettings(kh_mode=mode, eps=0.01, p=p), 3)
                     stepper.step(params, X, StepSettings(n_labels=3, label_sampling="softmax"), 4)
             top_ranked(r.standard_normal((6, 3)).astype(dt), 1)
-            max_abs(params.W, params.a)
             eval_kernels.warmup((dt,))
             _WARM.add(dt)

@@ -41,7 +41,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
-from ..core.kernels import max_abs
 from ..data import Dataset, load_dataset
 from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
 from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
@@ -99,9 +98,13 @@ def check_pair(config_a: RunConfig, config_b: RunConfig | None) -> tuple:
 def _divergence(run: Run) -> str | None:
     """None if the parameters are finite and below EXPLODE in size, else what went wrong."""
     p = run.params
-    worst = getattr(run.stepper, "params_max_abs", None)   # the Numba step measures it while updating θ
-    if worst is None:
-        worst = max_abs(p.W, p.a, p.b)
+    norm = getattr(run.stepper, "params_norm", None)       # ‖θ‖₂ ≥ max |θ|, summed by the Numba step
+    if norm is not None and norm <= EXPLODE:
+        return None
+    worst = 0.0
+    for x in (p.W, p.a, p.b):
+        m = float(np.max(np.abs(x))) if x.size else 0.0
+        worst = m if math.isnan(m) or math.isnan(worst) else max(worst, m)
     if math.isnan(worst):
         what = "became NaN"
     elif math.isinf(worst):
