@@ -80,10 +80,10 @@ def test_accuracy_float64_equals_numpy(mnist):
     x, y = mnist
     p = _params(794, 45, np.float64)
     pred = crbm_log_posterior(x, p, 10).argmax(axis=1)
-    np.testing.assert_array_equal(ek.crbm_predict(x, (p.W, p.a, p.b), 10), pred)
+    np.testing.assert_array_equal(ek.crbm_predict(x, p, 10), pred)
     assert ek.crbm_accuracy(x, y, p, 10) == metrics.crbm_accuracy(x, y, p, 10)
     grey = np.random.default_rng(4).random(x.shape)
-    np.testing.assert_array_equal(ek.crbm_predict(grey, (p.W, p.a, p.b), 10),
+    np.testing.assert_array_equal(ek.crbm_predict(grey, p, 10),
                                   crbm_log_posterior(grey, p, 10).argmax(axis=1))
 
 
@@ -93,7 +93,7 @@ def test_accuracy_float32_predictions_are_the_exact_ones(mnist):
     logits ~100 (below float32's resolution): only the float64 decision gets each row right."""
     x, y = mnist
     p = _params(794, 45, np.float32)
-    np.testing.assert_array_equal(ek.crbm_predict(x, (p.W, p.a, p.b), 10),
+    np.testing.assert_array_equal(ek.crbm_predict(x, p, 10),
                                   crbm_log_posterior(x, p, 10).argmax(axis=1))
     g = np.random.default_rng(5)
     W = g.integers(-1, 2, size=(794, 20)).astype(np.float32)
@@ -103,7 +103,7 @@ def test_accuracy_float32_predictions_are_the_exact_ones(mnist):
     near = Params(W, np.zeros(794, np.float32), np.zeros(20, np.float32))
     pred = crbm_log_posterior(x, near, 10).argmax(axis=1)
     assert set(pred.tolist()) == {0, 3}
-    np.testing.assert_array_equal(ek.crbm_predict(x, (near.W, near.a, near.b), 10), pred)
+    np.testing.assert_array_equal(ek.crbm_predict(x, near, 10), pred)
 
 
 @pytest.mark.parametrize("M", [2, 37, 64, 131])

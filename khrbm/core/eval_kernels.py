@@ -12,17 +12,20 @@ streams, the step's sparse row gathers, and both cores.
 
 Equality. float64 parameters: every product, exp and log is float64, as in the NumPy metrics, so the
 values agree to rounding (~1e-12; a sample could differ only if a uniform fell within an ulp of its
-probability). float32 parameters: the gathers, the sigmoid (the step's vectorized exp) and the
-cross-entropy's softplus (a vectorized ``log1p``) are float32, sums float64, so the MSE may differ by
-the rare unit whose uniform lies within ~1e-7 of its probability, and the cross-entropy by ~1e-7
-relative; cRBM logits are float32 too, and any sample whose two best logits are within 1e-4 relative
-is decided again in float64, so the predictions are the exact ones (tests/test_eval_kernels.py).
+probability). float32 parameters: the gathers, the sigmoid (the step's vectorized exp), the
+cross-entropy's softplus (a vectorized ``log1p``) and the per-pixel sums over a chunk (≤ 128 rows) are
+float32, the chunks are summed in float64: the MSE may differ by the rare pixel whose uniform lies within
+~1e-7 of its probability, the cross-entropy by ~1e-7 relative, the overlap (float32 cosines) by ~1e-8;
+cRBM logits are float32 too, and any sample whose two best logits are within RECHECK (1e-4, relative) is
+decided again in float64, so the predictions are the exact ones (tests/test_eval_kernels.py).
 
 Rows are processed in fixed chunks of ``CHUNK`` samples spread over the threads (prange over chunks);
 partial sums are per chunk, so a value does not depend on the number of threads. Launches take the
 kernels' lock (:data:`khrbm.core.kernels._LOCK`: one threading runtime, launched by this module and
-``kernels`` only). The cache of this module is dropped when ``kernels.py`` or ``rng.py`` change
-(their jitted functions are compiled into these kernels; Numba's cache only watches this file).
+``kernels`` only). A module of its own rather than more of ``kernels.py`` (already ~1000 lines): Numba's
+on-disk cache only watches the file that defines a function, so :func:`~khrbm.core.kernels.drop_stale_cache`
+drops this module's cache whenever ``kernels.py`` or ``rng.py`` (whose jitted functions are compiled
+into these kernels) change, and editing a metric does not recompile the step.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ from .kernels import (_JIT, _LOCK, _PJIT, _as, _exp32, _gather, _list_row, _samp
 from .rbm import Params
 from .rng import uniform_at
 
-__all__ = ["reconstruction_metrics", "crbm_accuracy", "receptive_field_overlap", "mean_field_reconstruction"]
+__all__ = ["reconstruction_metrics", "crbm_accuracy", "crbm_predict", "receptive_field_overlap",
+           "mean_field_reconstruction"]
 
 drop_stale_cache("eval_kernels", ("kernels.py", "rng.py"))
 
@@ -220,7 +224,7 @@ def _exact_logits(xi, xv, nn, W, a, b, n_pix, out):
 
 
 @njit(**_PJIT)
-def _crbm_predict(X, W, totWp, a, b, recheck, idx, val, nnz, binary, pre, terms, logits, pred, rechecked):
+def _crbm_predict(X, W, totWp, a, b, recheck, idx, val, nnz, binary, pre, terms, logits, pred):
     """pred[r] = argmax_y of a_y + Σ_j softplus(b_j + (x_r W_x)_j + W_yj) (first index on ties); with
     ``recheck``, rows whose two best logits are within RECHECK (relative) are decided in float64."""
     B, n_pix = X.shape
@@ -232,7 +236,6 @@ def _crbm_predict(X, W, totWp, a, b, recheck, idx, val, nnz, binary, pre, terms,
         pr = pre[c]
         tm = terms[c]
         lg = logits[c]
-        rechecked[c] = 0
         for r in range(c * CHUNK, min(B, (c + 1) * CHUNK)):
             nnz[c], binary[c] = _list_row(X[r], idx[c], val[c])
             _gather(pre, c, idx, val, nnz, binary, Wp, totWp, True)
@@ -258,7 +261,6 @@ def _crbm_predict(X, W, totWp, a, b, recheck, idx, val, nnz, binary, pre, terms,
                 for y in range(1, n_labels):
                     if lg[y] > lg[best]:
                         best = y
-                rechecked[c] += 1
             pred[r] = best
 
 
@@ -382,22 +384,16 @@ def reconstruction_metrics(V, params: Params, key: int, n_pixels=None) -> tuple[
 
 def crbm_accuracy(X_pixels, y, params: Params, n_labels: int) -> float:
     """Fraction of rows whose exact ``argmax_y log p(y|x)`` equals ``y`` (as ``metrics.crbm_accuracy``)."""
-    W, a, b = _params(params)
-    N, M = W.shape
-    n_pix = N - int(n_labels)
-    X = _rows(X_pixels, W.dtype, n_pix, "X_pixels")
-    y = np.asarray(y)
-    B = len(X)
-    if B == 0:
+    if len(X_pixels) == 0:
         return math.nan
-    return float(np.mean(crbm_predict(X, (W, a, b), n_labels) == y))
+    return float(np.mean(crbm_predict(X_pixels, params, n_labels) == np.asarray(y)))
 
 
-def crbm_predict(X, Wab, n_labels: int) -> np.ndarray:
-    """The predicted labels (int64) of the pixel rows X for parameters (W, a, b); see crbm_accuracy."""
-    W, a, b = Wab
+def crbm_predict(X_pixels, params: Params, n_labels: int) -> np.ndarray:
+    """The predicted labels (int64) of the pixel rows: exact ``argmax_y log p(y|x)`` (see crbm_accuracy)."""
+    W, a, b = _params(params)
     n_pix, M = W.shape[0] - int(n_labels), W.shape[1]
-    X = _rows(X, W.dtype, n_pix, "X_pixels")
+    X = _rows(X_pixels, W.dtype, n_pix, "X_pixels")
     B = len(X)
     nch = _chunks(B)
     dt = W.dtype
@@ -407,8 +403,7 @@ def crbm_predict(X, Wab, n_labels: int) -> np.ndarray:
     with _LOCK:
         _column_sum_rows(W[:n_pix], totWp)
         _crbm_predict(X, W, totWp, a, b, dt == np.float32, e((nch, n_pix), i32), e((nch, n_pix), dt), e(nch, i32),
-                      e(nch, np.bool_), e((nch, M), dt), e((nch, M), dt), e((nch, int(n_labels))), pred,
-                      e(nch, np.int64))
+                      e(nch, np.bool_), e((nch, M), dt), e((nch, M), dt), e((nch, int(n_labels))), pred)
     return pred
 
 
