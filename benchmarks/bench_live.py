@@ -18,7 +18,8 @@ machine load hits all of them alike):
   + the fixed training sample) and a checkpoint. Its *per-epoch* rate comes from the times its epoch
   summaries appear (epoch 1 → last, so at least 2 epochs); the one-off start-up is reported apart.
 
-Printed per case: samples/s of each (both arms counted), the ratio to bare, the share of the wall time
+Printed per case: samples/s of each (both arms counted), the ratio to bare (for the trainer also the ratio
+of CPU seconds per sample, which other processes on the machine disturb less), the share of the wall time
 spent in evaluation and in publishing snapshots (trainer: ``Trainer.timing()``; cli: evaluation seconds
 from its result.json over its wall time), the seconds per 60k epoch of bare, and of an authors-style
 NumPy float64 reference (``bench_step.reference_step``: dense matmuls, argsort, np.random) timed on
@@ -62,13 +63,14 @@ def configs(M: int, arms: int, epochs: int) -> list[RunConfig]:
     return [a, a.replace(kh_mode="off")][:arms]
 
 
-def time_bare(cfgs, dataset, X) -> tuple[float, int]:
-    """Seconds and samples of ``epochs`` epochs of every arm, in lockstep, through NumbaStepper.step on
+def time_bare(cfgs, dataset, X) -> tuple[float, float, int]:
+    """Wall and CPU seconds and samples of ``epochs`` epochs of every arm, in lockstep, through NumbaStepper.step on
     consecutive float32 minibatches of X (all training images), with the settings a Run would use."""
     runs = [Run(c, dataset) for c in cfgs]
     B = cfgs[0].batch_size
     nb = len(X) // B
     samples = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for t in range(nb * cfgs[0].epochs):
         Xb = X[(t % nb) * B:(t % nb + 1) * B]
@@ -76,10 +78,10 @@ def time_bare(cfgs, dataset, X) -> tuple[float, int]:
             run.step = t
             run.stepper.step(run.params, Xb, run.settings(), rng.stream(run.config.seed, t))
             samples += len(Xb)
-    return time.perf_counter() - t0, samples
+    return time.perf_counter() - t0, time.process_time() - c0, samples
 
 
-def time_trainer(cfgs, dataset) -> tuple[float, int, dict]:
+def time_trainer(cfgs, dataset) -> tuple[float, float, int, dict]:
     t = Trainer(*cfgs, dataset=dataset)
     try:
         t.sync(DEADLINE)                                  # compiled, step-0 point taken
@@ -92,10 +94,12 @@ def time_trainer(cfgs, dataset) -> tuple[float, int, dict]:
 
         th = threading.Thread(target=reader, daemon=True)
         th.start()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         t.start()
         s = t.wait_for(lambda s: s.state in ("finished", "diverged", "error"), DEADLINE)
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         stop.set()
         th.join()
         if s.state != "finished":
@@ -104,7 +108,7 @@ def time_trainer(cfgs, dataset) -> tuple[float, int, dict]:
         samples = sum(arm.step for arm in s.arms) * cfgs[0].batch_size
     finally:
         t.close()
-    return wall, samples, timing
+    return wall, cpu, samples, timing
 
 
 def time_cli(cfgs, out_dir: Path) -> dict:
@@ -183,17 +187,18 @@ def main(argv=None) -> int:
     print(f"data + kernels {time.perf_counter() - t0:.1f} s; {len(dataset.x_train)} training images; {rounds} "
           f"round(s) of {epochs} epoch(s) per case (cli {cli_epochs}); KH_TD-CD1 (A/B: B = CD-1), B = 100", flush=True)
     cases = [(M, arms) for M in args.hidden for arms in args.arms]
-    res = {c: {"bare": [], "trainer": [], "cli": [], "timing": [], "cli_raw": []} for c in cases}
+    res = {c: {"bare": [], "trainer": [], "cli": [], "timing": [], "cli_raw": [], "cpu": []} for c in cases}
     ref = {c: time_reference(configs(c[0], c[1], 1), dataset.x_train[:ref_images]) for c in cases}
     with tempfile.TemporaryDirectory(prefix="bench_live_") as tmp:
         for rnd in range(rounds):
             for c in cases:
                 M, arms = c
                 cfgs = configs(M, arms, epochs)
-                secs, n = time_bare(cfgs, dataset, X)
+                secs, cpu_bare, n = time_bare(cfgs, dataset, X)
                 res[c]["bare"].append(n / secs)
-                wall, n, timing = time_trainer(cfgs, dataset)
-                res[c]["trainer"].append(n / wall)
+                wall, cpu, n_tr, timing = time_trainer(cfgs, dataset)
+                res[c]["trainer"].append(n_tr / wall)
+                res[c]["cpu"].append((cpu_bare / n) / (cpu / n_tr))
                 res[c]["timing"].append({k: v / wall for k, v in timing.items()})
                 cli = time_cli(configs(M, arms, cli_epochs), Path(tmp) / f"r{rnd}_M{M}_{arms}")
                 res[c]["cli"].append(cli["epoch_samples"] / cli["per_epoch"])
@@ -207,10 +212,10 @@ def main(argv=None) -> int:
         return statistics.median(xs)
 
     print()
-    print("| M | arms | bare (samples/s) | trainer (samples/s) | trainer/bare | trainer eval % | trainer snapshots % "
+    print("| M | arms | bare (samples/s) | trainer (samples/s) | trainer/bare | (CPU) | trainer eval % | trainer snapshots % "
           "| cli per epoch (samples/s) | cli/bare | cli end to end (samples/s) | cli eval % | cli start-up (s) "
           "| bare s per 60k epoch | authors-style NumPy s per 60k epoch |")
-    print("| --- " * 14 + "|")
+    print("| --- " * 15 + "|")
     ratios = []
     for c in cases:
         M, arms = c
@@ -225,7 +230,8 @@ def main(argv=None) -> int:
         cev = med([x["evaluate"] / x["wall"] for x in r["cli_raw"]]) * 100
         start = med([x["startup"] for x in r["cli_raw"]])
         bare_epoch = 60_000 * arms / med(r["bare"])
-        print(f"| {M} | {arms} | {med(r['bare']):,.0f} | {med(r['trainer']):,.0f} | {tr:.2f} | {ev:.1f} | {sn:.1f} "
+        print(f"| {M} | {arms} | {med(r['bare']):,.0f} | {med(r['trainer']):,.0f} | {tr:.2f} | {med(r['cpu']):.2f} "
+              f"| {ev:.1f} | {sn:.1f} "
               f"| {med(r['cli']):,.0f} | {cr:.2f} | {e2e:,.0f} | {cev:.1f} | {start:.1f} | {bare_epoch:.2f} "
               f"| {ref[c]:.1f} |")
     print(f"\nload average (1 min) before the run {load_before:.2f}, at its end {load_end:.2f} on {os.cpu_count()} "
