@@ -52,8 +52,9 @@ FIELDS: tuple[Field, ...] = (
     Field("val_size", int, None, "use only the first n validation images (default: all)",
           bounds=(1, 10_000_000), optional=True),
     Field("dtype", str, "float32", "floating-point precision of the parameters", choices=("float32", "float64")),
-    Field("backend", str, "numba", "numba kernels (fast) or the plain NumPy transcription of SPEC",
-          choices=("numba", "numpy")),
+    Field("backend", str, "numba", "numba kernels (fast), the plain NumPy transcription of SPEC, or cuda "
+          "(an NVIDIA GPU through Numba's CUDA target; pip install 'khrbm[cuda]')",
+          choices=("numba", "numpy", "cuda")),
     Field("seed", int, 1, "seed of every random stream of the run", bounds=(0, 2**63 - 1)),
     # --- RBM, live ------------------------------------------------------------------------------
     Field("lr", float, 0.1, "learning rate η of the CD step", bounds=(0.0, 10.0), live=True, symbol="η"),
