@@ -25,14 +25,15 @@ from functools import lru_cache
 from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda
 
 from . import rng
 
-# columns of the per-run integer settings ``ist`` (R, N_INT)
+# columns of the per-run integer settings ``ist`` (R, N_INT): the device step of the run on, Gibbs steps k,
+# KH mode, ℓ, band, PCD, softmax label sampling
 ON, K_GIBBS, MODE, ELL, BAND, PERSISTENT, SOFTMAX = range(7)
 N_INT = 7
-# columns of the per-run float settings ``fst`` (R, N_FLOAT)
+# columns of the per-run float settings ``fst`` (R, N_FLOAT): η, ε, Δ, R^p, p
 LR, EPS, DELTA, RADIUS_P, POWER = range(5)
 N_FLOAT = 5
 # KH modes in ``ist[:, MODE]`` (OFF also when ε = 0: the run's KH step is inactive)
@@ -229,22 +230,22 @@ def kernels_for(dtype_name: str, tx: int, ty: int) -> SimpleNamespace:
         C = Lact.shape[2]
         if s >= nr or ist[r, ON] == 0 or t >= ist[r, K_GIBBS]:
             return
-        mx = float64(Lact[r, s, 0])
+        mx = np.float64(Lact[r, s, 0])
         best = 0
         for y in range(1, C):
-            lg = float64(Lact[r, s, y])
+            lg = np.float64(Lact[r, s, y])
             if lg > mx:
                 mx = lg
                 best = y
         if ist[r, SOFTMAX] != 0:
             tot = 0.0
             for y in range(C):
-                tot += math.exp(float64(Lact[r, s, y]) - mx)
-            u = float64(uniform(sub_stream(keys[r], rng.GIBBS_LABEL + t), s))
+                tot += math.exp(np.float64(Lact[r, s, y]) - mx)
+            u = np.float64(uniform(sub_stream(keys[r], rng.GIBBS_LABEL + t), s))
             cdf = 0.0
             cnt = 0
             for y in range(C):
-                cdf += math.exp(float64(Lact[r, s, y]) - mx) / tot
+                cdf += math.exp(np.float64(Lact[r, s, y]) - mx) / tot
                 if cdf < u:
                     cnt += 1
             best = min(cnt, C - 1)
@@ -314,7 +315,7 @@ def kernels_for(dtype_name: str, tx: int, ty: int) -> SimpleNamespace:
         for s in range(nr):
             g = G[r, s, k]
             if g != 0.0:
-                acc += g * float64(I[r, s, k])
+                acc += g * np.float64(I[r, s, k])
         c[r, k] = acc
 
     @cuda.jit
@@ -327,7 +328,7 @@ def kernels_for(dtype_name: str, tx: int, ty: int) -> SimpleNamespace:
         mode = ist[r, MODE]
         if ist[r, ON] == 0 or mode == OFF:
             return                                   # the whole block: one run
-        buf = cuda.shared.array(nthreads, float64)
+        buf = cuda.shared.array(nthreads, np.float64)
         tid = cuda.threadIdx.y * tx + cuda.threadIdx.x
         v = 0.0
         if i < W.shape[1] and j < W.shape[2]:
@@ -336,14 +337,14 @@ def kernels_for(dtype_name: str, tx: int, ty: int) -> SimpleNamespace:
                 for s in range(nr):
                     g = G[r, s, i]
                     if g != 0.0:
-                        acc += g * float64(H[r, s, j])
-                v = fst[r, RADIUS_P] * acc - c[r, i] * float64(W[r, i, j])
+                        acc += g * np.float64(H[r, s, j])
+                v = fst[r, RADIUS_P] * acc - c[r, i] * np.float64(W[r, i, j])
             else:
                 for s in range(nr):
                     x = X[r, s, i]
                     if x != zero:
-                        acc += G[r, s, j] * float64(x)
-                v = fst[r, RADIUS_P] * acc - c[r, j] * float64(W[r, i, j])
+                        acc += G[r, s, j] * np.float64(x)
+                v = fst[r, RADIUS_P] * acc - c[r, j] * np.float64(W[r, i, j])
             ds[r, i, j] = v
         buf[tid] = abs(v)
         cuda.syncthreads()

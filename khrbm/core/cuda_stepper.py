@@ -265,19 +265,13 @@ class BatchedCudaStepper:
 
     def _stage(self, settings, keys, host, X, rows, nr) -> None:
         """Per-step inputs into the pinned staging arrays, then into their device buffers."""
-        from .cuda_kernels import (BAND, BU, DELTA, ELL, EPS, K_GIBBS, LR, MODE, OFF, ON, PERSISTENT, POWER,
-                                   RADIUS_P, SOFTMAX, TD)
-        for r, st in enumerate(settings):
-            self.keys_h[r] = np.uint64(int(keys[r]) & 0xFFFFFFFFFFFFFFFF)
-            i = self.ist_h[r]
-            i[ON] = not host[r]
-            i[K_GIBBS] = int(st.k)
-            i[MODE] = {"td": TD, "bu": BU}.get(st.kh_mode, OFF) if st.kh_active else OFF
-            i[ELL], i[BAND], i[PERSISTENT] = int(st.ell), bool(st.ell_band), bool(st.persistent)
-            i[SOFTMAX] = st.label_sampling != "argmax"
-            f = self.fst_h[r]
-            f[LR], f[EPS], f[DELTA] = st.lr, st.eps, st.delta
-            f[RADIUS_P], f[POWER] = float(st.radius) ** float(st.p), st.p
+        from .cuda_kernels import BU, OFF, TD
+        modes = {"td": TD, "bu": BU}
+        self.keys_h[:] = keys if isinstance(keys, np.ndarray) and keys.dtype == np.uint64 else \
+            np.array([int(key) & 0xFFFFFFFFFFFFFFFF for key in keys], np.uint64)
+        self.ist_h[:] = [(not h, st.k, modes.get(st.kh_mode, OFF) if st.kh_active else OFF, st.ell, st.ell_band,
+                          st.persistent, st.label_sampling != "argmax") for st, h in zip(settings, host)]
+        self.fst_h[:] = [(st.lr, st.eps, st.delta, float(st.radius) ** float(st.p), st.p) for st in settings]
         s = self.stream
         self.keys.copy_to_device(self.keys_h, stream=s)
         self.ist.copy_to_device(self.ist_h, stream=s)
