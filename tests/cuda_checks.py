@@ -15,6 +15,7 @@ Shapes are tiny (N = 10, M = 6, B = 5): the simulator runs every GPU thread as a
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ from khrbm.core.step import StepSettings, numpy_step
 from numba import cuda  # noqa: E402  (after the environment chose the simulator or the GPU)
 
 from khrbm.core import cuda_kernels  # noqa: E402
-from khrbm.core.cuda_stepper import BatchedCudaStepper, CudaStepper  # noqa: E402
+from khrbm.core.cuda_stepper import BatchedCudaStepper, CudaStepper, simulated  # noqa: E402
 
 sys.setswitchinterval(1e-4)           # the simulator's block manager polls its threads under the GIL
 # uint64 arithmetic wraps by design (SplitMix64); the simulator runs it on NumPy scalars, which warn
@@ -297,3 +298,9 @@ def test_batched_bad_input():
     stepper.set_data(np.zeros((4, N), np.uint8))
     with pytest.raises(ValueError, match="indices below 4"):
         stepper.advance([StepSettings()] * 2, [1, 2], rows=np.full((2, 3), 4))
+    with pytest.raises(ValueError, match="2 batches of 1..5 rows"):
+        stepper.advance([StepSettings()] * 2, [1, 2], X=[X[0], X[0][:2]])
+    for got, expected in zip(stepper.fetch(), [random_params(1), random_params(2)]):     # nothing stepped
+        assert_same(got, expected, atol=0)
+    with pytest.raises(ValueError, match="CUDA graphs need a GPU") if simulated() else nullcontext():
+        BatchedCudaStepper(N, M, B, 2, np.float64, graphs=True)

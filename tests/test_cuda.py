@@ -110,6 +110,31 @@ def test_bench_gpu_projections(bench):
     assert bench.summary_line(3.04, 25.5) == "gpu: single 3.0x, batched 25.5x vs authors' CuPy"
 
 
+def test_bench_gpu_report(bench):
+    """The printed table, projections and last line, from throughputs as the timing loop returns them."""
+    args = bench.parse_args([])
+    authors = {"CD-1": 100e3, "CD-10": 20e3, "KH_TD-CD1": 50e3, "KH_BU-CD1": 60e3}
+    speed = {}
+    for M in (100, 500):
+        for case, rate in authors.items():
+            speed[("authors", case, M, 1)] = rate
+            speed[("contract", case, M, 1)] = 2 * rate
+            speed[("graph", case, M, 1)] = 4 * rate
+            for R in (1, 16, 64):
+                speed[("resident", case, M, R)] = (3 if R == 1 else 10 if R == 16 else 30) * rate
+        speed[("table1", "mix", M, 8)] = 400e3
+    del speed[("graph", "CD-10", 500, 1)]                  # a failed job shows as "-"
+    lines = bench.report(speed, args)
+    assert lines[-1] == "gpu: single 2.0x, batched 30.0x vs authors' CuPy"
+    assert "| KH_TD-CD1 | 100 | 50,000 | 100,000 (2.0x) | 150,000 (3.0x) | 200,000 (4.0x) | 500,000 (10.0x) | " \
+           "1,500,000 (30.0x) |" in lines
+    assert any(line.startswith("| CD-10 | 500 | 20,000 | 40,000 (2.0x) | 60,000 (3.0x) | - |") for line in lines)
+    table1 = bench.table1_sequential_seconds({(c, M): r for c, r in authors.items() for M in (100, 500)}) / 60
+    assert f"authors' CuPy one after another {table1:,.0f} min; ours, one lockstep batch of 8 per M, " \
+           f"{2 * 8 * 30e6 / 400e3 / 60:,.1f} min" in "\n".join(lines)
+    assert f"ours in batches of 64 {30e6 / (1.5e6 / 64) / 60:,.1f} min" in lines[-2]
+
+
 def test_bench_gpu_authors_step_matches_the_numpy_transcription(bench):
     """The CuPy reference is bench_step's authors-style step written for any array module: with NumPy and
     the same generator it gives bench_step's numbers exactly."""

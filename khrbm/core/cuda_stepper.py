@@ -71,9 +71,22 @@ def require_gpu() -> None:
         raise ConfigError("backend", f"'cuda' needs an NVIDIA GPU: {reason}; {INSTALL_HINT}")
 
 
-def _simulated() -> bool:
+def simulated() -> bool:
     from numba import config
     return bool(config.ENABLE_CUDASIM)
+
+
+def _core_stream(stream):
+    """The cuda.core Stream of a Numba stream (CUDA graphs are built through cuda.core's GraphBuilder,
+    which numba-cuda >= 0.30 accepts in place of a stream)."""
+    if simulated():
+        raise ValueError("CUDA graphs need a GPU, not the simulator")
+    try:
+        from cuda.core import Stream
+    except ImportError as exc:
+        raise ValueError(f"CUDA graphs need numba-cuda with cuda.core ({exc}); pip install 'khrbm[cuda]'")
+    handle = getattr(stream.handle, "value", stream.handle)
+    return Stream.from_handle(int(handle))
 
 
 def _grid(cols: int, rows: int, runs: int, block) -> tuple:
@@ -85,7 +98,7 @@ class BatchedCudaStepper:
     """R runs of shape (N visible, M hidden, batch ≤ B) in one dtype, stepped together on the GPU."""
 
     def __init__(self, n_visible: int, n_hidden: int, batch_size: int, n_runs: int, dtype=np.float32,
-                 block: tuple[int, int] | None = None):
+                 block: tuple[int, int] | None = None, graphs: bool = False):
         require_gpu()
         from numba import cuda
 
@@ -98,13 +111,18 @@ class BatchedCudaStepper:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         if min(self.n_visible, self.n_hidden, self.batch_size, self.n_runs) < 1:
             raise ValueError("n_visible, n_hidden, batch_size and n_runs must be at least 1")
-        self.block = tuple(block or (SIM_BLOCK if _simulated() else BLOCK))
+        self.block = tuple(block or (SIM_BLOCK if simulated() else BLOCK))
         tx, ty = self.block
         if tx * ty & (tx * ty - 1):
             raise ValueError(f"threads per block must be a power of two, got {tx}×{ty}")
         self.kern = kernels_for(self.dtype.name, tx, ty)
         self.cuda = cuda
         self.stream = cuda.stream()
+        self.staged = cuda.event()             # recorded after each step's input copies (see _stage)
+        self.graphs = bool(graphs)
+        self._graphs: dict = {}
+        if self.graphs:
+            self._core_stream = _core_stream(self.stream)
         R, N, M, B, dt = self.n_runs, self.n_visible, self.n_hidden, self.batch_size, self.dtype
         K = max(N, M)
         dev = cuda.device_array
@@ -221,14 +239,12 @@ class BatchedCudaStepper:
             raise ValueError(f"expected {R} settings and keys, got {len(settings)} and {len(keys)}")
         if (X is None) == (rows is None):
             raise ValueError("give the batch as X or as rows, not both")
-        nr = len(X[0]) if X is not None else np.shape(rows)[1]
-        if not 1 <= nr <= self.batch_size:
-            raise ValueError(f"X must have 1..{self.batch_size} rows of {self.n_visible}, got {nr} rows")
+        nr = self._check_batch(X, rows)
         n_labels = self._check_settings(settings)
         host = [st.kh_active and st.shuffle_xi for st in settings]
         with _LOCK:
             self._stage(settings, keys, host, X, rows, nr)
-            self._launch(settings, host, nr, n_labels)
+            self._launch(self._plan(settings, host, nr, n_labels))
             ranked = self._ranked(settings, host, nr) if want_ranked else None
             if any(host):
                 ranked = self._host_steps(settings, keys, host, X, rows, nr, ranked)
@@ -244,6 +260,24 @@ class BatchedCudaStepper:
         for name, arr, n in (("W", p.W, N * M), ("a", p.a, N), ("b", p.b, M)):
             if not arr.flags.c_contiguous or arr.dtype != dt or arr.size != n:
                 raise ValueError(f"params.{name} must be a C-contiguous {dt} array of {n} values")
+
+    def _check_batch(self, X, rows) -> int:
+        """The number of rows nr of this step's batch, after checking its shape (and row indices)."""
+        R, N = self.n_runs, self.n_visible
+        if X is not None:
+            shapes = {np.shape(x) for x in X}
+            nr = len(X[0])
+            if len(X) != R or shapes != {(nr, N)} or not 1 <= nr <= self.batch_size:
+                raise ValueError(f"X must be {R} batches of 1..{self.batch_size} rows of {N}, got {sorted(shapes)}")
+            return nr
+        if self.data is None:
+            raise ValueError("advance(rows=...) needs set_data() first")
+        rows = np.asarray(rows)
+        n = len(self.data_host)
+        if rows.ndim != 2 or len(rows) != R or not 1 <= rows.shape[1] <= self.batch_size or \
+                rows.min() < 0 or rows.max() >= n:
+            raise ValueError(f"rows must be {R} × (1..{self.batch_size}) indices below {n}, got shape {rows.shape}")
+        return rows.shape[1]
 
     def _check_settings(self, settings) -> int:
         n_labels = {int(st.n_labels) for st in settings}
@@ -264,8 +298,10 @@ class BatchedCudaStepper:
         return n_labels
 
     def _stage(self, settings, keys, host, X, rows, nr) -> None:
-        """Per-step inputs into the pinned staging arrays, then into their device buffers."""
+        """Per-step inputs into the pinned staging arrays, then into their device buffers. The copies
+        are asynchronous: the previous step's must have left the staging arrays before they are refilled."""
         from .cuda_kernels import BU, OFF, TD
+        self.staged.synchronize()
         modes = {"td": TD, "bu": BU}
         self.keys_h[:] = keys if isinstance(keys, np.ndarray) and keys.dtype == np.uint64 else \
             np.array([int(key) & 0xFFFFFFFFFFFFFFFF for key in keys], np.uint64)
@@ -279,21 +315,14 @@ class BatchedCudaStepper:
         k = self.kern
         if X is not None:
             for r in range(self.n_runs):
-                x = np.asarray(X[r])
-                if x.shape != (nr, self.n_visible):
-                    raise ValueError(f"X must have 1..{self.batch_size} rows of {self.n_visible}, got {x.shape}")
-                self.X_h[r, :nr] = x
+                self.X_h[r, :nr] = X[r]
             self.X.copy_to_device(self.X_h, stream=s)
         else:
-            if self.data is None:
-                raise ValueError("advance(rows=...) needs set_data() first")
-            rows = np.asarray(rows)
-            if rows.shape != (self.n_runs, nr) or rows.min() < 0 or rows.max() >= len(self.data_host):
-                raise ValueError(f"rows must be {self.n_runs} × nr indices below {len(self.data_host)}")
             self.rows_h[:, :nr] = rows
             self.rows.copy_to_device(self.rows_h, stream=s)
             grid, block = _grid(self.n_visible, nr, self.n_runs, self.block)
             k.gather[grid, block, s](self.data, self.rows, nr, self.X)
+        self.staged.record(s)
         # PCD chains: start at the batch, or cut / tile to nr rows (as Run does)
         for r, st in enumerate(settings):
             if not st.persistent:
@@ -306,13 +335,14 @@ class BatchedCudaStepper:
                 k.tile_rows[grid, block, s](self.V[r:r + 1], n, nr)
             self.chain_rows[r] = nr
 
-    def _launch(self, settings, host, nr, n_labels) -> None:
+    def _plan(self, settings, host, nr, n_labels) -> list:
+        """The step's launches for these settings: [(kernel, grid, block, args)], in order."""
         from .cuda_kernels import H_CHAIN, H_GIBBS, H_KH, H_NEGATIVE, H_POSITIVE
-        k, s, R, blk = self.kern, self.stream, self.n_runs, self.block
+        k, R, blk = self.kern, self.n_runs, self.block
         N, M = self.n_visible, self.n_hidden
         live = [st for st, h in zip(settings, host) if not h]
         if not live:
-            return
+            return []
         g_nm, b2 = _grid(M, N, R, blk)                 # one thread per W element
         g_bm, _ = _grid(M, nr, R, blk)                 # per hidden unit of each batch row
         g_bn, _ = _grid(N, nr, R, blk)                 # per visible unit of each batch row
@@ -321,6 +351,7 @@ class BatchedCudaStepper:
         g_k = (-(-max(N, M) // blk[0]), 1, R)
         b1 = (blk[0], 1)
         W, a, b, keys, ist, fst = self.W, self.a, self.b, self.keys, self.ist, self.fst
+        plan = []
         if any(st.kh_active for st in live):
             if self.ds is None:
                 self.ds = self.cuda.device_array((R, N, M), np.float64)
@@ -328,27 +359,50 @@ class BatchedCudaStepper:
             if self.ranked is None or self.ranked.shape[2] < L:
                 self.ranked = self.cuda.device_array((R, self.batch_size, L), np.int32)
             if any(st.kh_active and st.kh_mode == "td" for st in live):
-                k.hidden[g_bm, b2, s](self.X, W, b, keys, ist, H_KH, 0, nr, self.Ph, self.H)
-            k.currents[g_bk, b2, s](self.X, self.H, W, ist, fst, nr, self.I)
-            k.rank[g_b, b1, s](self.I, ist, fst, nr, N, M, self.ranked, self.G, self.dsmax)
-            k.kh_c[g_k, b1, s](self.G, self.I, ist, nr, N, M, self.c)
-            k.kh_ds[g_nm, b2, s](self.X, self.H, self.G, W, self.c, ist, fst, nr, self.ds, self.dsmax)
-            k.kh_apply[g_nm, b2, s](W, self.ds, self.dsmax, ist, fst)
-        k.hidden[g_bm, b2, s](self.X, W, b, keys, ist, H_POSITIVE, 0, nr, self.Ph, self.H)
+                plan.append((k.hidden, g_bm, b2, (self.X, W, b, keys, ist, H_KH, 0, nr, self.Ph, self.H)))
+            plan += [(k.currents, g_bk, b2, (self.X, self.H, W, ist, fst, nr, self.I)),
+                     (k.rank, g_b, b1, (self.I, ist, fst, nr, N, M, self.ranked, self.G, self.dsmax)),
+                     (k.kh_c, g_k, b1, (self.G, self.I, ist, nr, N, M, self.c)),
+                     (k.kh_ds, g_nm, b2, (self.X, self.H, self.G, W, self.c, ist, fst, nr, self.ds, self.dsmax)),
+                     (k.kh_apply, g_nm, b2, (W, self.ds, self.dsmax, ist, fst))]
+        plan.append((k.hidden, g_bm, b2, (self.X, W, b, keys, ist, H_POSITIVE, 0, nr, self.Ph, self.H)))
         if any(st.persistent for st in live):
-            k.hidden[g_bm, b2, s](self.V, W, b, keys, ist, H_CHAIN, 0, nr, self.Ph, self.H)
+            plan.append((k.hidden, g_bm, b2, (self.V, W, b, keys, ist, H_CHAIN, 0, nr, self.Ph, self.H)))
         if n_labels and self.Lact.shape[2] != n_labels:
             self.Lact = self.cuda.device_array((R, self.batch_size, n_labels), self.dtype)
         npix = N - n_labels
         kmax = max(int(st.k) for st in live)
         for t in range(kmax):
-            k.visible[g_bn, b2, s](self.H, W, a, keys, ist, t, nr, npix, self.V, self.Lact)
+            plan.append((k.visible, g_bn, b2, (self.H, W, a, keys, ist, t, nr, npix, self.V, self.Lact)))
             if n_labels:
-                k.labels[g_b, b1, s](self.Lact, keys, ist, t, nr, npix, self.V)
+                plan.append((k.labels, g_b, b1, (self.Lact, keys, ist, t, nr, npix, self.V)))
             if t + 1 < kmax:
-                k.hidden[g_bm, b2, s](self.V, W, b, keys, ist, H_GIBBS, t + 1, nr, self.Qh, self.H)
-        k.hidden[g_bm, b2, s](self.V, W, b, keys, ist, H_NEGATIVE, 0, nr, self.Qh, self.H)
-        k.gradient[g_nm, b2, s](self.X, self.V, self.Ph, self.Qh, W, a, b, ist, fst, nr)
+                plan.append((k.hidden, g_bm, b2, (self.V, W, b, keys, ist, H_GIBBS, t + 1, nr, self.Qh, self.H)))
+        plan += [(k.hidden, g_bm, b2, (self.V, W, b, keys, ist, H_NEGATIVE, 0, nr, self.Qh, self.H)),
+                 (k.gradient, g_nm, b2, (self.X, self.V, self.Ph, self.Qh, W, a, b, ist, fst, nr))]
+        return plan
+
+    def _launch(self, plan) -> None:
+        """Launch the plan on the stream; with ``graphs``, replay it as a CUDA graph captured the second
+        time the same plan comes (the first run compiles and loads the kernels, which a capture must not)."""
+        if not self.graphs:
+            for kernel, grid, block, args in plan:
+                kernel[grid, block, self.stream](*args)
+            return
+        key = tuple((kernel, grid, block, tuple(x if np.isscalar(x) else id(x) for x in args))
+                    for kernel, grid, block, args in plan)
+        graph = self._graphs.get(key)
+        if graph is None and key not in self._graphs:
+            self._graphs[key] = None                      # seen once: run it eagerly
+            for kernel, grid, block, args in plan:
+                kernel[grid, block, self.stream](*args)
+            return
+        if graph is None:
+            builder = self._core_stream.create_graph_builder().begin_building()
+            for kernel, grid, block, args in plan:
+                kernel[grid, block, builder](*args)
+            graph = self._graphs[key] = builder.end_building().complete()
+        graph.launch(self._core_stream)
 
     def _ranked(self, settings, host, nr) -> list:
         """Each run's ranking from the device (waits for the step)."""
@@ -387,8 +441,9 @@ class CudaStepper:
     """``backend="cuda"``: the step of one run on the GPU with :class:`khrbm.core.kernels.NumbaStepper`'s
     contract (θ copied to the device and back every step; a batch of 1..``batch_size`` rows)."""
 
-    def __init__(self, n_visible: int, n_hidden: int, batch_size: int, dtype=np.float32, block=None):
-        self.batched = BatchedCudaStepper(n_visible, n_hidden, batch_size, 1, dtype, block)
+    def __init__(self, n_visible: int, n_hidden: int, batch_size: int, dtype=np.float32, block=None,
+                 graphs: bool = False):
+        self.batched = BatchedCudaStepper(n_visible, n_hidden, batch_size, 1, dtype, block, graphs)
         self.n_visible, self.n_hidden, self.batch_size = n_visible, n_hidden, batch_size
         self.dtype = self.batched.dtype
 
