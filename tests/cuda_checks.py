@@ -182,6 +182,18 @@ def test_tie_breaking_like_kh_ranking():
             assert_same(ours, ref)
 
 
+def test_warmup_then_a_fresh_stepper_equals_reference():
+    """warmup() launches every kernel variant on a stepper of its own: nothing of it leaks into the next."""
+    stepper = make_stepper("cuda", N, M, B, np.float32)
+    stepper.warmup()
+    ref = random_params(4, dtype=np.float32)
+    ours = ref.copy()
+    X = batches(4)[0]
+    st = CASES["td_l1"]
+    np.testing.assert_array_equal(stepper.step(ours, X, st, 9).ranked, numpy_step(ref, X, st, 9).ranked)
+    assert_same(ours, ref, atol=3e-6)
+
+
 def test_bad_input_one_line():
     stepper = CudaStepper(N, M, B, np.float64)
     p = random_params(1)
@@ -290,7 +302,8 @@ def test_batched_bad_input():
              (lambda: stepper.advance([StepSettings()], [1], X=X), "expected 2"),
              (lambda: stepper.advance([StepSettings()] * 2, [1, 2], rows=np.zeros((2, 3), int)), "set_data"),
              (lambda: stepper.advance([StepSettings()] * 2, [1, 2], X=X, rows=np.zeros((2, 3), int)), "not both"),
-             (lambda: stepper.load([random_params(1)]), "expected 2")]
+             (lambda: stepper.load([random_params(1)]), "expected 2"),
+             (lambda: stepper.load([random_params(3), random_params(4)], [None, np.zeros((B + 1, N))]), "a chain")]
     for bad, match in cases:
         with pytest.raises(ValueError, match=match) as err:
             bad()

@@ -94,7 +94,7 @@ def kernels_for(dtype_name: str, tx: int, ty: int) -> SimpleNamespace:
     (tx, ty) thread blocks (tx along the contiguous output dimension; tx·ty a power of two)."""
     fl = np.float32 if dtype_name == "float32" else np.float64
     zero, one = fl(0.0), fl(1.0)
-    exp_limit = fl(88.0) if fl is np.float32 else fl(700.0)      # e^-x overflows past it: σ(x) = 0
+    exp_limit = fl(88.72283) if fl is np.float32 else fl(709.78)  # e^-x overflows past it: σ(x) = 0 (as NumPy)
     nthreads = tx * ty
 
     @cuda.jit(device=True)
@@ -104,9 +104,11 @@ def kernels_for(dtype_name: str, tx: int, ty: int) -> SimpleNamespace:
         return one / (one + fl(math.exp(-x)))
 
     @cuda.jit(device=True)
-    def signed_power(w, e):
-        """sign(w)·|w|^e (the KH currents' synapses for p ≠ 2, e = p - 1)."""
-        y = fl(abs(w) ** e)
+    def synapse(w, p):
+        """w, or sign(w)·|w|^(p-1) for the KH currents with p ≠ 2 (Eq. 5)."""
+        if p == 2.0:
+            return w
+        y = fl(abs(w) ** (p - 1.0))
         if w > zero:
             return y
         if w < zero:
@@ -115,34 +117,22 @@ def kernels_for(dtype_name: str, tx: int, ty: int) -> SimpleNamespace:
 
     @cuda.jit(device=True)
     def dot_vw(V, W, r, s, j, p):
-        """Σ_i V[r, s, i] · W'[r, i, j] over the non-zero V (W' = W, or sign(W)|W|^(p-1) if p ≠ 2)."""
+        """Σ_i V[r, s, i] · synapse(W[r, i, j], p) over the non-zero V (a column of V W)."""
         acc = zero
-        if p == 2.0:
-            for i in range(W.shape[1]):
-                x = V[r, s, i]
-                if x != zero:
-                    acc += x * W[r, i, j]
-        else:
-            for i in range(W.shape[1]):
-                x = V[r, s, i]
-                if x != zero:
-                    acc += x * signed_power(W[r, i, j], p - 1.0)
+        for i in range(W.shape[1]):
+            x = V[r, s, i]
+            if x != zero:
+                acc += x * synapse(W[r, i, j], p)
         return acc
 
     @cuda.jit(device=True)
     def dot_hwt(H, W, r, s, i, p):
-        """Σ_j H[r, s, j] · W'[r, i, j] over the non-zero H (W' as in :func:`dot_vw`)."""
+        """Σ_j H[r, s, j] · synapse(W[r, i, j], p) over the non-zero H (a column of H Wᵀ)."""
         acc = zero
-        if p == 2.0:
-            for j in range(W.shape[2]):
-                h = H[r, s, j]
-                if h != zero:
-                    acc += h * W[r, i, j]
-        else:
-            for j in range(W.shape[2]):
-                h = H[r, s, j]
-                if h != zero:
-                    acc += h * signed_power(W[r, i, j], p - 1.0)
+        for j in range(W.shape[2]):
+            h = H[r, s, j]
+            if h != zero:
+                acc += h * synapse(W[r, i, j], p)
         return acc
 
     @cuda.jit

@@ -19,7 +19,7 @@ Two ways to drive :class:`BatchedCudaStepper`:
   ``settings_list[r]`` is run r's :class:`~khrbm.core.step.StepSettings` of this step (its own ε from its
   own schedule, Δ, ℓ, KH mode, k, η, R, p, CD or PCD, label sampling); ``keys[r]`` its step key
   (``rng.stream(seed_r, t)``, as Run uses). Only the shapes (N, M, B), the dtype and ``n_labels`` are
-  shared. Run r equals a :class:`~khrbm.train.run.Run` of its own config step for step (tests).
+  shared. Each run steps as ``numpy_step`` would on its own (tests/cuda_checks.py).
 
 Each step is one batched set of launches for all R runs: CD-1 is 4 kernels (positive phase with the first
 hidden sample, visible sample, negative phase, gradient), each Gibbs step adds 2, PCD 1, the cRBM label
@@ -180,19 +180,19 @@ class BatchedCudaStepper:
             raise ValueError(f"expected {self.n_runs} params, got {len(params_list)}")
         for p in params_list:
             self._check_params(p)
+        chains = [None] * self.n_runs if chains is None else [None if c is None else np.asarray(c, self.dtype)
+                                                              for c in chains]
+        for c in chains:
+            if c is not None and (c.ndim != 2 or c.shape[1] != self.n_visible or not 1 <= len(c) <= self.batch_size):
+                raise ValueError(f"a chain must have 1..{self.batch_size} rows of {self.n_visible}, got {c.shape}")
         with _LOCK:
             for name in ("W", "a", "b"):
                 stacked = np.stack([getattr(p, name) for p in params_list])
                 getattr(self, name).copy_to_device(stacked, stream=self.stream)
-            for r, chain in enumerate(chains if chains is not None else [None] * self.n_runs):
-                self.chain_rows[r] = 0
+            for r, chain in enumerate(chains):
+                self.chain_rows[r] = 0 if chain is None else len(chain)
                 if chain is not None:
-                    rows = np.asarray(chain, self.dtype)
-                    if rows.ndim != 2 or rows.shape[1] != self.n_visible or not 1 <= len(rows) <= self.batch_size:
-                        raise ValueError(f"a chain must have 1..{self.batch_size} rows of {self.n_visible}, "
-                                         f"got {rows.shape}")
-                    self.V[r, :len(rows)].copy_to_device(np.ascontiguousarray(rows), stream=self.stream)
-                    self.chain_rows[r] = len(rows)
+                    self.V[r, :len(chain)].copy_to_device(np.ascontiguousarray(chain), stream=self.stream)
             self.stream.synchronize()
 
     def fetch(self, params_list=None) -> list[Params]:
@@ -266,7 +266,7 @@ class BatchedCudaStepper:
         R, N = self.n_runs, self.n_visible
         if X is not None:
             shapes = {np.shape(x) for x in X}
-            nr = len(X[0])
+            nr = len(X[0]) if len(X) else 0
             if len(X) != R or shapes != {(nr, N)} or not 1 <= nr <= self.batch_size:
                 raise ValueError(f"X must be {R} batches of 1..{self.batch_size} rows of {N}, got {sorted(shapes)}")
             return nr
