@@ -19,16 +19,13 @@ from contextlib import nullcontext
 
 import numpy as np
 import pytest
+from numba import cuda          # the simulator when NUMBA_ENABLE_CUDASIM=1 (see test_cuda_sim.py)
 
-from khrbm.core import rng
+from khrbm.core import cuda_kernels, rng
+from khrbm.core.cuda_stepper import BatchedCudaStepper, CudaStepper, simulated
 from khrbm.core.kernels import make_stepper
 from khrbm.core.rbm import Params
 from khrbm.core.step import StepSettings, numpy_step
-
-from numba import cuda  # noqa: E402  (after the environment chose the simulator or the GPU)
-
-from khrbm.core import cuda_kernels  # noqa: E402
-from khrbm.core.cuda_stepper import BatchedCudaStepper, CudaStepper, simulated  # noqa: E402
 
 sys.setswitchinterval(1e-4)           # the simulator's block manager polls its threads under the GIL
 # uint64 arithmetic wraps by design (SplitMix64); the simulator runs it on NumPy scalars, which warn
