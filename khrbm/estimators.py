@@ -8,6 +8,7 @@ kernels, random streams and ε schedule as ``khrbm train`` and the app. An estim
 ``random_state=s`` holds exactly the weights of ``Run(RunConfig(dataset="array", seed=s, ...))`` on the
 same arrays. Parameter bounds come from ``khrbm.config.FIELDS``; a bad value raises ``ValueError`` naming
 the estimator's parameter. This module is the only one that imports scikit-learn (``khrbm[sklearn]``).
+The first fit in a fresh environment compiles the kernels (~20 s; cached on disk after that).
 
 Notation (SPEC): visible v ∈ {0,1}^N, hidden h ∈ {0,1}^M, W is N×M (``components_`` is its transpose, as in
 scikit-learn), visible biases a (``intercept_visible_``), hidden biases b (``intercept_hidden_``).
@@ -50,6 +51,13 @@ def _dense_blocks(X):
     for start in range(0, X.shape[0], CHUNK):
         block = X[start:start + CHUNK]
         yield block.toarray() if sparse.issparse(block) else block
+
+
+def _store_parameters(estimator, arguments: dict) -> None:
+    """What a scikit-learn ``__init__`` does: keep each argument, unchanged, as the attribute of its name."""
+    for name, value in arguments.items():
+        if name != "self":
+            setattr(estimator, name, value)
 
 
 class _KHRBMEstimator(BaseEstimator):
@@ -105,8 +113,9 @@ class _KHRBMEstimator(BaseEstimator):
             started = time.perf_counter()
             run.train_epoch()
             if not run.is_finite():
-                raise ValueError(f"{type(self).__name__}: the weights became NaN or inf in epoch {round(run.epoch)}; "
-                                 f"scale X into [0, 1], or lower learning_rate or eps0 (the fitted state is kept)")
+                raise ValueError(f"{type(self).__name__}: the weights became NaN or inf in epoch "
+                                 f"{round(run.epoch)}; scale X into [0, 1], or lower learning_rate or eps0 "
+                                 f"(the fitted state is kept)")
             if self.verbose:
                 self._report(run, time.perf_counter() - started)
         self.components_ = run.params.W.T        # (n_components, n_visible), a view of the C-ordered W
@@ -135,8 +144,8 @@ _PARAMETERS_DOC = """
     learning_rate : float, default=0.1
         Learning rate η of the CD step, θ ← θ - η∇L (SPEC; the paper's η = 0.1).
     batch_size : int, default=100
-        Minibatch size B (the paper's B = 100; scikit-learn's default is 10). The KH competition is
-        between the samples' winners within one minibatch, so B matters to it.
+        Minibatch size B (the paper's B = 100; scikit-learn's default is 10). One KH step sums the
+        competition of the minibatch's B samples and scales the sum to ε (Eq. 6), so B matters to KH.
     n_iter : int, default=10
         Number of epochs (sweeps over the training set) of ``fit``.
     k : int, default=1
@@ -152,7 +161,7 @@ _PARAMETERS_DOC = """
     ell : int, default=1
         The inhibited unit is the one ranked ℓ places below the winner (the paper's ℓ; Eq. 8).
     radius : float or None, default=None
-        Sphere radius R of the homeostatic term (Eq. 6). None: R per ``init`` as the authors use it
+        Sphere radius R of the homeostatic term (Eq. 7). None: R per ``init`` as the authors use it
         (SPEC): 0.1 for "lecun", 1 for "std".
     p : float, default=2.0
         Lebesgue exponent of the KH currents I = (sign(S)|S|^(p-1)) x (Eq. 5).
@@ -180,7 +189,8 @@ class KHBernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _KHRBMEs
 
     A drop-in beside ``sklearn.neural_network.BernoulliRBM`` (same parameter names, same fitted
     attributes, ``transform`` = p(h=1|v), ``score_samples`` = its pseudo-log-likelihood), trained the way
-    the paper does: before each CD step, one KH step makes the hidden units compete (Eq. 9). Energy
+    the paper does: before each CD step, one KH step makes units compete (Eq. 9): the visible units for
+    the hidden sample (TD) or the hidden units for the data (BU). Energy
     E(v,h) = -vᵀWh - aᵀv - bᵀh (Eq. 1). Data: binary, or values in [0, 1]; scipy sparse matrices are
     accepted (densified for training, which stores binary data as uint8). Values outside [0, 1] are
     trained on with a warning. The defaults are the authors' reconstruction preset for MNIST with
@@ -220,23 +230,7 @@ class KHBernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _KHRBMEs
     def __init__(self, n_components=100, *, learning_rate=0.1, batch_size=100, n_iter=10, k=1, kh_mode="td",
                  eps0=0.04, delta=0.4, ell=1, radius=None, p=2.0, horizon=None, init="lecun", sampler="cd",
                  backend="numba", verbose=0, random_state=None):
-        self.n_components = n_components
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.n_iter = n_iter
-        self.k = k
-        self.kh_mode = kh_mode
-        self.eps0 = eps0
-        self.delta = delta
-        self.ell = ell
-        self.radius = radius
-        self.p = p
-        self.horizon = horizon
-        self.init = init
-        self.sampler = sampler
-        self.backend = backend
-        self.verbose = verbose
-        self.random_state = random_state
+        _store_parameters(self, locals())
 
     def fit(self, X, y=None):
         """Train ``n_iter`` epochs from a fresh init (minibatches in a seeded random order, each a KH step
@@ -333,24 +327,7 @@ class KHClassRBM(ClassifierMixin, _KHRBMEstimator):
     def __init__(self, n_components=100, *, learning_rate=0.1, batch_size=100, n_iter=10, k=1, kh_mode="td",
                  eps0=0.002, delta=0.7, ell=1, radius=None, p=2.0, horizon=None, init="lecun", sampler="cd",
                  label_sampling="argmax", backend="numba", verbose=0, random_state=None):
-        self.n_components = n_components
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.n_iter = n_iter
-        self.k = k
-        self.kh_mode = kh_mode
-        self.eps0 = eps0
-        self.delta = delta
-        self.ell = ell
-        self.radius = radius
-        self.p = p
-        self.horizon = horizon
-        self.init = init
-        self.sampler = sampler
-        self.label_sampling = label_sampling
-        self.backend = backend
-        self.verbose = verbose
-        self.random_state = random_state
+        _store_parameters(self, locals())
 
     def fit(self, X, y):
         """Train ``n_iter`` epochs on the joint vectors [x, onehot(y)] from a fresh init. Returns self."""
