@@ -327,6 +327,25 @@ def test_array_source_cannot_be_loaded_by_name_and_needs_labels_for_classificati
     assert run.n_visible == 8
 
 
+def test_a_trainer_trains_on_user_arrays_like_a_run():
+    """The threaded Trainer on the "array" dataset ends where a Run on the same arrays and config does."""
+    from khrbm.train.trainer import Trainer
+
+    X = binary((300, 20), 26)
+    cfg = RunConfig(dataset="array", n_hidden=6, epochs=2, kh_mode="td", eval_size=50)
+    trainer = Trainer(cfg, dataset=array_dataset(X))
+    try:
+        trainer.start()
+        snap = trainer.wait_for(lambda s: s.state == "finished", timeout=120)
+    finally:
+        trainer.close()
+    run = Run(cfg, array_dataset(X))
+    for _ in range(2):
+        run.train_epoch()
+    assert snap.arms[0].step == run.step == 6
+    assert np.array_equal(snap.arms[0].W, run.params.W)
+
+
 # --------------------------------------------------------------------------------------------------
 # real MNIST: scikit-learn's classic RBM + logistic regression pipeline, with KH
 # --------------------------------------------------------------------------------------------------
