@@ -37,7 +37,8 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     # --- model: changing any of these needs a reset -------------------------------------------
-    Field("dataset", str, "mnist", "training data", choices=("mnist", "kmnist", "fashion-mnist", "bars")),
+    Field("dataset", str, "mnist", "training data ('array': arrays passed in from Python, see "
+          "khrbm.data.array_dataset)", choices=("mnist", "kmnist", "fashion-mnist", "bars", "array")),
     Field("task", str, "reconstruction", "reconstruction (RBM) or classification (cRBM with label units)",
           choices=("reconstruction", "classification")),
     Field("n_hidden", int, 100, "number of hidden units M", bounds=(1, 10_000), symbol="M"),

@@ -16,6 +16,9 @@ tried first) or directly in the directory; direct files are not used for a datas
 itself is named after a different dataset (so ``KHRBM_DATA_DIR=.../mnist`` never serves KMNIST).
 Each file may be gzip-compressed (``.gz``) or raw. Nothing is downloaded except by an explicit
 :func:`fetch` (``khrbm data fetch NAME``).
+
+A fifth source, ``"array"``, is data handed in from Python: :func:`array_dataset` wraps arrays in memory
+(what the scikit-learn estimators train on); it has no files and cannot be loaded by name.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 DATASETS = ("mnist", "kmnist", "fashion-mnist", "bars")
+ARRAY = "array"                   # config's dataset for arrays passed in from Python (array_dataset)
 IDX_DATASETS = ("mnist", "kmnist", "fashion-mnist")
 DISPLAY_NAMES = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST", "bars": "bars"}
 N_CLASSES = 10
@@ -107,7 +111,9 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A binarized dataset: x_* uint8 {0,1} (n, 784) read-only, y_* int64 (n,) (bars: all -1)."""
+    """A binarized dataset: x_* uint8 {0,1} (n, 784) read-only, y_* int64 (n,) (bars: all -1).
+    An "array" dataset (:func:`array_dataset`) has any number of columns, and float values in [0, 1]
+    where its data were not binary."""
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -343,6 +349,10 @@ def load_dataset(name: str, data_dir=None, validation: str = "test") -> Dataset:
     Results are cached in memory per (name, files found, validation); the arrays are read-only.
     Raises :class:`DataError` if the files are missing or malformed.
     """
+    if name == ARRAY:
+        raise DataError("the 'array' dataset is made of arrays passed in from Python and cannot be loaded by "
+                        "name: build it with khrbm.data.array_dataset(X, y) and hand it over, e.g. "
+                        "Run(config, dataset)")
     _check_name(name)
     if validation not in ("test", "holdout"):
         raise DataError(f"validation must be 'test' or 'holdout', not {validation!r}")
@@ -383,6 +393,68 @@ def dataset_status(name: str, data_dir=None) -> tuple[bool, str]:
         n = counts[f"{split}_images"]
         parts.append(f"{n} {split}" + (" (partial)" if n < full else ""))
     return True, f"{shown}: {' / '.join(parts)} from {directory}"
+
+
+# --------------------------------------------------------------------------------------------------
+# arrays from Python
+
+def _visible_rows(X, what: str) -> np.ndarray:
+    """A copy of ``X`` (any array, or a sparse matrix: anything with ``toarray()``) as samples × units:
+    uint8 when every value is 0 or 1, else float (float32 stays float32)."""
+    x = np.asarray(X.toarray() if hasattr(X, "toarray") else X)
+    if x.ndim != 2 or 0 in x.shape:
+        raise DataError(f"{what} must be a non-empty 2-D array (samples × features), got shape {x.shape}")
+    if x.dtype.kind not in "buif":
+        raise DataError(f"{what} must hold numbers, got dtype {x.dtype}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{what} contains NaN or inf")
+    if ((x == 0) | (x == 1)).all():
+        return x.astype(np.uint8)
+    return x.astype(np.float32 if x.dtype == np.float32 else np.float64)
+
+
+def _class_codes(y, n: int, what: str) -> np.ndarray:
+    """``y`` as int64 class codes 0..C-1, one per row (DataError naming ``what`` otherwise)."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise DataError(f"{what} must hold one label per row, shape ({n},), got {y.shape}")
+    if y.dtype.kind not in "iu" or (n and int(y.min()) < 0):
+        raise DataError(f"{what} must be integer class codes 0..C-1 (map other labels first, e.g. with "
+                        f"np.unique(y, return_inverse=True)), got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def array_dataset(X, y=None, X_val=None, y_val=None) -> Dataset:
+    """The dataset ``"array"`` made of arrays in memory, so that a Run or Trainer trains on user data:
+    ``Run(RunConfig(dataset="array", ...), array_dataset(X, y))``.
+
+    Rows of ``X`` are visible vectors (numpy arrays, or scipy sparse matrices, which are densified):
+    binary, or values in [0, 1] read as probabilities. Binary data are kept as uint8, other data as float.
+    ``y`` (optional) are integer class codes 0..C-1 with C = the largest code + 1 (needed for
+    ``task="classification"``); without ``y`` there are no classes, as for bars. Without ``X_val`` the
+    validation split is the training set itself (the same arrays). Values outside [0, 1] are kept (the
+    energy is defined for any real v) but named in ``notice``. Everything else malformed: DataError.
+    """
+    x_tr = _readonly(_visible_rows(X, "X"))
+    y_tr = _readonly(np.full(len(x_tr), -1, np.int64) if y is None else _class_codes(y, len(x_tr), "y"))
+    if X_val is None:
+        if y_val is not None:
+            raise DataError("y_val was given without X_val")
+        x_va, y_va = x_tr, y_tr
+    else:
+        x_va = _readonly(_visible_rows(X_val, "X_val"))
+        if x_va.shape[1] != x_tr.shape[1]:
+            raise DataError(f"X_val has {x_va.shape[1]} columns, X has {x_tr.shape[1]}")
+        if (y is None) != (y_val is None):
+            raise DataError("give y_val with X_val exactly when y is given")
+        y_va = _readonly(np.full(len(x_va), -1, np.int64) if y_val is None
+                         else _class_codes(y_val, len(x_va), "y_val"))
+    n_classes = 0 if y is None else int(max(y_tr.max(), y_va.max())) + 1
+    lo, hi = min(x_tr.min(), x_va.min()), max(x_tr.max(), x_va.max())
+    notice = "" if 0 <= lo and hi <= 1 else (
+        f"values outside [0, 1] (from {lo:g} to {hi:g}); the units are binary: scale the data into [0, 1] "
+        f"(e.g. grey levels / 255)")
+    return Dataset(ARRAY, x_tr, y_tr, x_va, y_va, notice, n_classes)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ class Run:
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
         if self.dataset.name != config.dataset:
             raise ConfigError("dataset", f"run is configured for {config.dataset!r} but got {self.dataset.name!r}")
+        if config.task == "classification" and not self.dataset.n_classes:
+            raise ConfigError("task", f"classification needs labels; this {self.dataset.name!r} dataset has none")
         self.n_pixels = self.dataset.x_train.shape[1]
         self.n_labels = self.dataset.n_classes if config.task == "classification" else 0
         n_train = len(self.dataset.x_train) if config.train_size is None else min(config.train_size,
