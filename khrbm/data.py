@@ -30,6 +30,7 @@ import os
 import struct
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -103,6 +104,7 @@ SHA256 = {
 _IDX_IMAGES, _IDX_LABELS = 0x00000803, 0x00000801
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 16
+FETCH_DEADLINE = 600.0            # seconds a whole `fetch` may take (the four MNIST files are 11 MB)
 
 
 class DataError(Exception):
@@ -175,6 +177,16 @@ def _parse_header(data: bytes, path) -> tuple[int, tuple[int, ...]]:
     return (0x0800 | ndim), dims
 
 
+def _check_payload(path, dims: tuple[int, ...], got: int) -> None:
+    """DataError unless ``got`` data bytes are what IDX dimensions ``dims`` promise."""
+    expected = int(np.prod(dims, dtype=np.int64))
+    if got < expected:
+        raise DataError(f"{path}: truncated: header promises {expected} data bytes, file has {got}")
+    if got > expected:
+        raise DataError(f"{path}: {got - expected} trailing bytes after the {expected} data bytes "
+                        f"the header promises")
+
+
 def read_idx(path, kind: str | None = None) -> np.ndarray:
     """The uint8 array stored in IDX file ``path`` (gzip or raw): images (n, 28, 28) or labels (n,).
 
@@ -189,27 +201,36 @@ def read_idx(path, kind: str | None = None) -> np.ndarray:
         if magic != want:
             raise DataError(f"{path}: holds {'labels' if magic == _IDX_LABELS else 'images'}, expected {kind}")
     start = 4 + 4 * len(dims)
-    expected = int(np.prod(dims, dtype=np.int64))
-    got = len(data) - start
-    if got < expected:
-        raise DataError(f"{path}: truncated: header promises {expected} data bytes, file has {got}")
-    if got > expected:
-        raise DataError(f"{path}: {got - expected} trailing bytes after the {expected} data bytes "
-                        f"the header promises")
+    _check_payload(path, dims, len(data) - start)
     return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
-def _idx_dims(path: Path) -> tuple[int, tuple[int, ...]]:
-    """(magic, dims) from the header of ``path`` only (cheap; for :func:`dataset_status`)."""
+@functools.lru_cache(maxsize=32)
+def _verified_idx(path: Path, size: int, mtime_ns: int) -> tuple[int, tuple[int, ...]]:
+    """(magic, dims) of IDX file ``path`` after reading all of it, a gzip stream to its end (so its CRC and
+    length are checked): DataError unless the payload is exactly what the header declares. Streamed in
+    chunks; remembered per (path, size, mtime) so that repeated status checks are free."""
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
-        opener = gzip.open if head == _GZIP_MAGIC else open
-        with opener(path, "rb") as f:
-            data = f.read(16)
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: unreadable ({err})") from None
-    return _parse_header(data, path)
+            gzipped = f.read(2) == _GZIP_MAGIC
+        if not gzipped:
+            with open(path, "rb") as f:
+                head = f.read(16)
+            magic, dims = _parse_header(head, path)
+            _check_payload(path, dims, size - 4 - 4 * len(dims))
+            return magic, dims
+        with gzip.open(path, "rb") as f:
+            head = f.read(16)
+            magic, dims = _parse_header(head, path)
+            got = len(head) - 4 - 4 * len(dims)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                got += len(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: corrupt or truncated gzip file ({err}); delete it and fetch it again") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    _check_payload(path, dims, got)
+    return magic, dims
 
 
 def binarize(x) -> np.ndarray:
@@ -367,7 +388,8 @@ def load_dataset(name: str, data_dir=None, validation: str = "test") -> Dataset:
 
 
 def dataset_status(name: str, data_dir=None) -> tuple[bool, str]:
-    """(available, one-line message) for dataset ``name``; reads only the IDX headers."""
+    """(available, one-line message) for dataset ``name``. Every file is read whole (gzip CRC and length,
+    IDX payload size against its header; about a second for MNIST the first time, then remembered)."""
     _check_name(name)
     if name == "bars":
         return True, (f"bars: generated from seed {BARS_SEED}, {BARS_SIZES[0]} train / {BARS_SIZES[1]} "
@@ -377,7 +399,8 @@ def dataset_status(name: str, data_dir=None) -> tuple[bool, str]:
         directory, found = locate(name, data_dir)
         counts = {}
         for role, path in found.items():
-            magic, dims = _idx_dims(path)
+            st = path.stat()
+            magic, dims = _verified_idx(path, st.st_size, st.st_mtime_ns)
             want = _IDX_IMAGES if role.endswith("images") else _IDX_LABELS
             if magic != want:
                 raise DataError(f"{path}: does not hold {role.split('_')[1]}")
@@ -479,8 +502,10 @@ def make_bars(n: int, seed: int, size: int = 28, p_bar: float | None = None) -> 
 # download
 
 def _download(url: str, target_dir: Path, filename: str, sha256: str | None, timeout: float,
-              progress: bool) -> Path:
-    """Download ``url`` to ``target_dir/filename`` via a temp file; verified, then renamed atomically."""
+              progress: bool, deadline: float) -> Path:
+    """Download ``url`` to ``target_dir/filename`` via a temp file; verified, then renamed atomically. The
+    temp file is removed on any error or exception (a signal handler's included); DataError once
+    ``time.monotonic()`` passes ``deadline``."""
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": "khrbm"})
@@ -489,14 +514,18 @@ def _download(url: str, target_dir: Path, filename: str, sha256: str | None, tim
     try:
         digest = hashlib.sha256()
         received = 0
+        timeout = min(timeout, max(deadline - time.monotonic(), 0.01))
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with tqdm(total=total, unit="B", unit_scale=True, desc=filename, file=sys.stderr,
                       disable=not progress, leave=False) as bar:
                 while True:
+                    if time.monotonic() > deadline:
+                        raise DataError(f"still downloading at the fetch deadline (got {received} of "
+                                        f"{total if total is not None else '?'} bytes)")
                     try:
-                        chunk = response.read(_CHUNK)
+                        chunk = response.read1(_CHUNK)     # what has arrived: a slow server cannot hold it
                     except http.client.IncompleteRead as err:
                         received += len(err.partial)
                         raise DataError(f"truncated download: got {received} of {total} bytes") from None
@@ -530,13 +559,15 @@ def _sha256_of(path: Path) -> str:
 
 
 def fetch(name: str, dest=None, mirrors=None, progress: bool = True, timeout: float = 30,
-          checksums: dict | None = None) -> Path:
+          checksums: dict | None = None, deadline: float = FETCH_DEADLINE) -> Path:
     """Download the four IDX .gz files of ``name`` into ``dest`` (default :func:`cache_dir`) and return it.
 
     Mirrors (base URLs, default :data:`MIRRORS`) are tried in order per file. Each file is written to a
     temp file and renamed into place only after its SHA-256 (``checksums``: file name -> hex digest,
     default :data:`SHA256`; a missing entry skips the hash) and IDX structure check out; a failed,
     truncated or mismatched download leaves no file behind. Files already present and valid are kept.
+    ``timeout``: seconds one network operation may wait; ``deadline``: seconds the whole fetch may take
+    (DataError after that, keeping the files completed so far).
     """
     _check_name(name)
     if name == "bars":
@@ -548,6 +579,7 @@ def fetch(name: str, dest=None, mirrors=None, progress: bool = True, timeout: fl
         raise DataError(f"cannot create {target}: {err.strerror or err}") from None
     bases = tuple(mirrors) if mirrors is not None else MIRRORS[name]
     hashes = SHA256[name] if checksums is None else dict(checksums)
+    end = time.monotonic() + deadline
     for base in FILES.values():
         filename = base + ".gz"
         want = hashes.get(filename)
@@ -564,8 +596,11 @@ def fetch(name: str, dest=None, mirrors=None, progress: bool = True, timeout: fl
         failures = []
         for mirror in bases:
             url = mirror.rstrip("/") + "/" + filename
+            if time.monotonic() > end:
+                failures.append(f"{url}: not tried, the fetch deadline of {deadline:g} s has passed")
+                continue
             try:
-                _download(url, target, filename, want, timeout, progress)
+                _download(url, target, filename, want, timeout, progress, end)
                 break
             except urllib.error.HTTPError as err:
                 failures.append(f"{url}: HTTP {err.code} {err.reason}")

@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
 # Not live, yet changeable without a new model: applied to every arm by ``update``.
 TRAINER_FIELDS = frozenset({"epochs"})
-EXPLODE = 1e4              # max |θ| above which a run counts as diverged
 EVAL_FRACTION = 0.10       # evaluations may take at most this share of the loop's time
 EVALS_PER_EPOCH = 10       # subsample evaluations per epoch when they are cheap enough
 THROUGHPUT_WINDOW = 2.0    # seconds of the sliding window of samples/s
@@ -90,32 +89,6 @@ def check_pair(config_a: RunConfig, config_b: RunConfig | None) -> tuple:
                 raise ConfigError(f, f"the A/B arms must share the model, data and seed: A has "
                                      f"{getattr(a, f)!r}, B has {getattr(b, f)!r}")
     return tuple(configs)
-
-
-def _divergence(run: Run) -> str | None:
-    """None if the parameters are finite and below EXPLODE in size, else what went wrong."""
-    p = run.params
-    worst = max(float(np.max(np.abs(x))) if x.size else 0.0 for x in (p.W, p.a, p.b))
-    if math.isnan(worst):
-        what = "became NaN"
-    elif math.isinf(worst):
-        what = "became infinite"
-    elif worst > EXPLODE:
-        what = f"exploded (max |θ| = {worst:.3g} > {EXPLODE:g})"
-    else:
-        return None
-    cfg = run.config
-    kh = cfg.kh_mode != "off"
-    if cfg.init == "std" and (cfg.lr >= 0.5 or (kh and cfg.eps0 >= 0.5)):
-        cause = "std init with a large ε0 or η often diverges"
-    elif cfg.lr >= 1.0:
-        cause = f"the learning rate η = {cfg.lr:g} is large"
-    elif kh and cfg.eps0 >= 1.0:
-        cause = f"the KH step ε0 = {cfg.eps0:g} is large"
-    else:
-        cause = "the step sizes are too large for this model"
-    return (f"weights {what} at step {run.step} (epoch {run.epoch:.2f}) — {cause}; "
-            f"lower η or ε0 and Reset")
 
 
 class _Core:
@@ -435,12 +408,12 @@ class _Core:
             self.window.popleft()
         self.since_publish += 1
         for i, run in enumerate(self.runs):
-            problem = _divergence(run)
+            problem = run.divergence()
             if problem:
                 self.running, self.steps_left = False, 0
                 self.window.clear()
                 prefix = f"arm {ARM_NAMES[i]}: " if len(self.runs) > 1 else ""
-                self._set_state("diverged", prefix + problem)
+                self._set_state("diverged", f"{prefix}{problem}; lower η or ε0 and Reset")
                 self._publish()
                 return
         run = self.runs[0]
@@ -655,7 +628,8 @@ class Trainer:
         """Change settings; live ones (config.LIVE_FIELDS) take effect at the next minibatch and are logged as
         :class:`Change`. ``epochs`` may change any time and applies to every arm. Other fields need a new
         model: :class:`ResetNeeded` once training has begun (or while it runs); before the first minibatch
-        they are applied at once by a reset with the changed config."""
+        they are applied at once by a reset with the changed config. After :meth:`close`, values are still
+        checked (ConfigError), then RuntimeError says the trainer is closed."""
         core = self._core
         if not changes:
             return
@@ -681,8 +655,6 @@ class Trainer:
             return
         shared = {k: v for k, v in changes.items() if k in TRAINER_FIELDS}
         with core.cv:
-            if core.closing:
-                return
             new, queued = list(core.pending), []
             for i in range(len(new)):
                 mine = dict(changes) if i in targets else dict(shared)
@@ -690,6 +662,8 @@ class Trainer:
                     new[i] = new[i].replace(**mine)
                     check_ell(new[i], core.dataset)
                     queued.append(("update", i, mine))
+            if core.closing:          # checked after the values, so that a bad value is refused either way
+                raise RuntimeError("the trainer is closed")
             core.queue.extend(queued)
             core.issued += len(queued)
             core.pending = tuple(new)
