@@ -359,8 +359,9 @@ def _load_cached(name: str, files: tuple, validation: str) -> Dataset:
 
 
 def clear_cache() -> None:
-    """Forget every dataset loaded so far."""
+    """Forget every dataset loaded and every file verified so far."""
     _load_cached.cache_clear()
+    _verified_idx.cache_clear()
 
 
 def load_dataset(name: str, data_dir=None, validation: str = "test") -> Dataset:

@@ -72,7 +72,7 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
         if run.dataset.notice:
             print(f"note: {run.dataset.notice}", file=sys.stderr)
         if run.step == total:
-            print(f"note: the checkpoint has already trained the {cfg.epochs} epochs asked for; nothing to do",
+            print(f"note: the checkpoint is already at epoch {cfg.epochs} (step {run.step}); nothing to train",
                   file=sys.stderr)
         elif cfg.backend == "numba":
             print("compiling kernels (cached after the first time)…", file=sys.stderr)

@@ -59,13 +59,13 @@ def load_npz(path: str | Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             _check_members(members, str(path), max_bytes)
-            return {m.filename[:-4]: _read_member(archive, m, str(path), max_bytes) for m in members}
+            return {m.filename[:-4]: _read_member(archive, m, str(path)) for m in members}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except CheckpointError:
         raise
-    except (OSError, EOFError, ValueError, OverflowError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
-            zipfile.LargeZipFile, zlib.error) as exc:
+    except (OSError, EOFError, ValueError, OverflowError, RuntimeError, NotImplementedError, SyntaxError,
+            zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({shown(str(exc))[1:-1]})") from None
 
 
@@ -85,8 +85,9 @@ def _check_members(members: list, where: str, max_bytes: int) -> None:
                               f"{max_bytes:,} a checkpoint may hold")
 
 
-def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: str, max_bytes: int) -> np.ndarray:
-    """One .npy member: its header checked (no object dtype, a shape of sane size) before its data is read."""
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: str) -> np.ndarray:
+    """One .npy member: its header checked (no object dtype; a shape whose size is what the member declares)
+    before any data is read; the data read in chunks into one buffer and checked against the zip's CRC."""
     name = shown(member.filename[:-4])
     with archive.open(member) as fh:
         version = np.lib.format.read_magic(fh)
@@ -100,17 +101,20 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: str, 
             raise CheckpointError(f"{where}: array {name} holds Python objects (pickles are refused)")
         if dtype.kind not in _KINDS or dtype.fields is not None or dtype.subdtype is not None:
             raise CheckpointError(f"{where}: array {name} has dtype {shown(str(dtype))}, not a number or string type")
-        if any(n < 0 for n in shape):
-            raise CheckpointError(f"{where}: array {name} declares the shape {shown(shape)}")
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes > max_bytes:
-            raise CheckpointError(f"{where}: array {name} declares {nbytes:,} bytes (shape {shown(shape)}), "
-                                  f"more than the {max_bytes:,} a checkpoint may hold")
-        data = fh.read(nbytes + 1)
-    if len(data) != nbytes:
-        raise CheckpointError(f"{where}: array {name} holds {len(data):,}{'+' if len(data) > nbytes else ''} "
-                              f"data bytes, its header declares {nbytes:,}")
-    return np.frombuffer(bytearray(data), dtype).reshape(shape, order="F" if fortran else "C")
+        nbytes = math.prod(shape) * dtype.itemsize if all(n >= 0 for n in shape) else -1
+        if nbytes != member.file_size - fh.tell():
+            raise CheckpointError(f"{where}: array {name} declares the shape {shown(shape)} of {dtype} "
+                                  f"({nbytes:,} bytes), its member holds {member.file_size - fh.tell():,}")
+        buffer = np.empty(nbytes, np.uint8)
+        done = 0
+        while done < nbytes:
+            chunk = fh.read(min(nbytes - done, 1 << 20))
+            if not chunk:
+                raise CheckpointError(f"{where}: array {name} ends after {done:,} of its {nbytes:,} bytes")
+            buffer[done:done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            done += len(chunk)
+        fh.read(1)                     # reach the end of the member: zipfile checks its CRC there
+    return buffer.view(dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def _need(arrays: dict, key: str, where: str, kinds: str, ndim: int, what: str) -> np.ndarray:

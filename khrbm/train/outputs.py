@@ -20,6 +20,8 @@ from typing import BinaryIO, Callable
 
 LOCK_NAME = ".khrbm.lock"
 TEMP_SUFFIX = ".khrbm.tmp"
+_UMASK = os.umask(0o022)   # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 class OutputError(OSError):
@@ -40,6 +42,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)   # what open() would give; mkstemp makes it private
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
