@@ -162,8 +162,8 @@ def test_label_out_of_range(isolated):
 def test_status_reads_whole_files_and_reports_truncation_and_bad_crc(isolated):
     folder = isolated / "d"
     write_dataset(folder)
-    assert data.dataset_status("mnist", data_dir=folder) == (True, f"MNIST: 30 train (partial) / 12 test (partial) "
-                                                                   f"from {folder}")
+    expected = f"MNIST: 30 train (partial) / 12 test (partial) from {folder}"
+    assert data.dataset_status("mnist", data_dir=folder) == (True, expected)
     images = folder / "train-images-idx3-ubyte.gz"
     whole = images.read_bytes()
     images.write_bytes(whole[:-100])                      # cut: the header still reads fine
@@ -490,7 +490,7 @@ def test_fetch_bars_refused():
 
 
 def test_fetch_gives_up_at_its_deadline_and_leaves_nothing(isolated, server):
-    url, files, sums = server
+    url, _, sums = server
     dest = isolated / "dl"
     t0 = time.monotonic()
     with pytest.raises(DataError, match=r"slow/train-images-idx3-ubyte\.gz: still downloading at the fetch deadline"):
@@ -500,7 +500,7 @@ def test_fetch_gives_up_at_its_deadline_and_leaves_nothing(isolated, server):
 
 
 def test_sigterm_during_fetch_leaves_no_partial_file(isolated, server):
-    url, files, sums = server
+    url, _, _ = server
     dest = isolated / "dl"
     proc = subprocess.Popen([sys.executable, "-m", "khrbm", "data", "fetch", "mnist", "--dest", str(dest),
                              "--mirror", url + "/slow/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -509,7 +509,7 @@ def test_sigterm_during_fetch_leaves_no_partial_file(isolated, server):
         time.sleep(0.05)
     assert list(dest.glob(".*.part")), "the download never started"
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert err.strip().splitlines()[-1] == "khrbm: error: fetch of mnist terminated (SIGTERM); no partial file left"
     assert "Traceback" not in err and list(dest.iterdir()) == []

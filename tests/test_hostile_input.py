@@ -7,7 +7,6 @@ ConfigError / CheckpointError: never another exception, never unbounded memory.
 """
 import io
 import json
-import os
 import pathlib
 import struct
 import subprocess
@@ -405,12 +404,12 @@ def test_hand_made_checkpoints_on_the_command_line(tmp_path):
     good = read_checkpoint(out / "checkpoint.npz")
     for change, message in (
             ({"step": np.int64(-5)}, "step is -5, expected a count >= 0"),
-            ({"step": np.int64(10**12)}, "step 1,000,000,000,000 is past the 100,000 epochs of 2 minibatches a "
-                                         "run may train"),
-            ({"history": good["history"][:, :5]}, "history has 5 columns, expected 9 (step, epoch, eps, val_mse, "
-                                                  "val_ce, train_mse, train_ce, accuracy, overlap)"),
-            ({"history": good["history"].ravel()}, "history is a 1-D array of float64, expected a 2-D float table "
-                                                   "of 9 columns"),
+            ({"step": np.int64(10**12)}, ("step 1,000,000,000,000 is past the 100,000 epochs of 2 minibatches a "
+                                          "run may train")),
+            ({"history": good["history"][:, :5]}, ("history has 5 columns, expected 9 (step, epoch, eps, val_mse, "
+                                                   "val_ce, train_mse, train_ce, accuracy, overlap)")),
+            ({"history": good["history"].ravel()}, ("history is a 1-D array of float64, expected a 2-D float table "
+                                                    "of 9 columns")),
             ({"W": good["W"].astype(np.float64)}, "W is float64, its config says float32")):
         bad = tmp_path / "bad.npz"
         bad.write_bytes(npz_bytes({**good, **change}))
