@@ -65,7 +65,7 @@ def load_npz(path: str | Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict:
     except CheckpointError:
         raise
     except (OSError, EOFError, ValueError, OverflowError, RuntimeError, NotImplementedError, SyntaxError,
-            zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
+            MemoryError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({shown(str(exc))[1:-1]})") from None
 
 

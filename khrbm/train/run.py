@@ -168,7 +168,7 @@ class Run:
 
     def divergence(self) -> str | None:
         """None while every parameter is finite and at most EXPLODE in size, else what went wrong and the
-        likely cause, in one line. The one rule of "diverged" (CLI and Trainer); allocates nothing."""
+        likely cause, in one line. The one rule of "diverged" (CLI and Trainer); allocates no array."""
         p = self.params
         extremes = [float(v) for x in (p.W, p.a, p.b) if x.size for v in (x.max(), x.min())]
         worst = max(map(abs, extremes), default=0.0)
