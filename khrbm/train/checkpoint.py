@@ -34,6 +34,8 @@ MAX_CHECKPOINT_BYTES = 512 << 20   # uncompressed bytes all members may declare 
 #                                    A/B checkpoint, M = 10,000 in float64 with PCD chains, is ~260 MB)
 MAX_MEMBERS = 64                   # arrays in one file (an A/B checkpoint has 29)
 _KINDS = "biufU"                   # bool, integers, floats, unicode strings: nothing else is ever saved
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+                   (3, 0): np.lib.format.read_array_header_2_0}
 
 
 class CheckpointError(ValueError):
@@ -90,13 +92,13 @@ def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: str) 
     before any data is read; the data read in chunks into one buffer and checked against the zip's CRC."""
     name = shown(member.filename[:-4])
     with archive.open(member) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise CheckpointError(f"{where}: array {name} has .npy format version {version}")
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version not in _HEADER_READERS:
+                raise ValueError(f".npy format version {version}")
+            shape, fortran, dtype = _HEADER_READERS[version](fh)   # reads at most what the member holds
+        except Exception as exc:  # noqa: BLE001 - NumPy's header parser raises ValueError, SyntaxError, TokenError …
+            raise CheckpointError(f"{where}: array {name} has no valid .npy header ({shown(str(exc))[1:-1]})") from None
         if dtype.hasobject:
             raise CheckpointError(f"{where}: array {name} holds Python objects (pickles are refused)")
         if dtype.kind not in _KINDS or dtype.fields is not None or dtype.subdtype is not None:
