@@ -241,6 +241,20 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     assert last == "khrbm: interrupted" or last.startswith("interrupted at step "), err
 
 
+def test_sigterm_during_training_saves_a_checkpoint_like_ctrl_c(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(khrbm_cmd("train", *BARS, "--epochs", 100000, "--out", out),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)                 # what a cluster's scheduler sends before it kills a job
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    step = int(read_checkpoint(out / "checkpoint.npz")["step"])
+    assert err.strip().splitlines()[-1] == f"interrupted at step {step}; resume with --resume {out / 'checkpoint.npz'}"
+
+
 def test_resume_with_fewer_epochs_than_done_says_so(tmp_path):
     out = tmp_path / "run"
     first = khrbm("train", *BARS, "--epochs", 2, "--out", out)
