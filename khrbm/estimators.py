@@ -97,7 +97,7 @@ class _KHRBMEstimator(BaseEstimator):
     def _train(self, X, y, n_epochs: int, warm: bool) -> None:
         """Train ``n_epochs`` epochs over X (labels ``y``: class codes or None) through a Run: from a fresh
         init, or (``warm``) from the fitted state, as epoch ``n_iter_`` of the schedule. The fitted
-        attributes change only when every epoch ended with finite weights."""
+        attributes change only when no epoch ended diverged (Run.divergence)."""
         dataset = array_dataset(X, y)
         if dataset.notice:
             warnings.warn(f"{type(self).__name__}: {dataset.notice}", UserWarning, stacklevel=3)
@@ -112,10 +112,10 @@ class _KHRBMEstimator(BaseEstimator):
         for _ in range(n_epochs):
             started = time.perf_counter()
             run.train_epoch()
-            if not run.is_finite():
-                raise ValueError(f"{type(self).__name__}: the weights became NaN or inf in epoch "
-                                 f"{round(run.epoch)}; scale X into [0, 1], or lower learning_rate or eps0 "
-                                 f"(the fitted state is kept)")
+            problem = run.divergence()
+            if problem:
+                raise ValueError(f"{type(self).__name__}: {problem}; scale X into [0, 1], or lower learning_rate "
+                                 f"or eps0 (the fitted state is kept)")
             if self.verbose:
                 self._report(run, time.perf_counter() - started)
         self.components_ = run.params.W.T        # (n_components, n_visible), a view of the C-ordered W

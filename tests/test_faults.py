@@ -234,7 +234,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     deadline = time.monotonic() + 120
     while not (out / LOCK_NAME).exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)                  # the folder is locked: loading data, compiling or training
+    proc.send_signal(signal.SIGINT)                  # the data are loaded, the folder locked: compiling (or training)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]

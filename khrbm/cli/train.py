@@ -43,8 +43,8 @@ def run(args) -> int:
             cfg = config_from_args(args, base=saved)
         else:
             cfg = config_from_args(args)
+        model = Run.load(args.resume, config=cfg) if args.resume else Run(cfg)    # bad input leaves no folder
         with OutputFolder(args.out) as out:
-            model = Run.load(args.resume, config=cfg) if args.resume else Run(cfg)
             return train_into(out, model, progress=not args.no_progress, resumed_from=args.resume)
     except (ConfigError, CheckpointError, DataError, OutputError) as exc:
         return fail(str(exc))
@@ -74,8 +74,9 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
         if run.step == total:
             print(f"note: the checkpoint is already at epoch {cfg.epochs} (step {run.step}); nothing to train",
                   file=sys.stderr)
-        elif cfg.backend == "numba":
-            print("compiling kernels (cached after the first time)…", file=sys.stderr)
+        else:
+            if cfg.backend != "numpy":        # the NumPy reference has nothing to compile
+                print("compiling kernels (cached after the first time)…", file=sys.stderr)
             run.stepper.warmup()
         if not run.history:
             run.evaluate()
