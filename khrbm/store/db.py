@@ -126,6 +126,7 @@ def connect(path: Path, timeout: float) -> sqlite3.Connection:
         raise explain(exc, path, timeout) from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        refuse_newer(conn, path)                 # before WAL mode changes the file's header
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -143,12 +144,18 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection, path: Path | str = "", target: int = SCHEMA_VERSION) -> int:
-    """Bring the schema to version ``target`` (one transaction); returns the version found before."""
+def refuse_newer(conn: sqlite3.Connection, path) -> int:
+    """The schema version; RegistryError if a newer khrbm wrote the file (it is then left untouched)."""
     found = schema_version(conn)
     if found > SCHEMA_VERSION:
         raise RegistryError(f"registry {path}: schema version {found} is from a newer khrbm (this one knows "
                             f"up to {SCHEMA_VERSION}): upgrade khrbm, or point {ENV_PATH} at another file")
+    return found
+
+
+def migrate(conn: sqlite3.Connection, path: Path | str = "", target: int = SCHEMA_VERSION) -> int:
+    """Bring the schema to version ``target`` (one transaction); returns the version found before."""
+    found = refuse_newer(conn, path)
     if found >= target:
         return found
     conn.execute("BEGIN IMMEDIATE")

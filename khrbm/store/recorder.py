@@ -262,6 +262,8 @@ class TrainerRecorder:
         state, message = _registry_state(snapshot.state), snapshot.message
         if interrupted and state == "running":
             state, message = "interrupted", interrupted
+        if snapshot.state == "closed" and gen["state"] != "running":
+            state, message = gen["state"], gen["message"]        # closing a finished trainer ends nothing
         changed = state != gen["state"]
         final = state in TERMINAL
         if changed and final:
