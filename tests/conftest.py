@@ -39,3 +39,20 @@ def real_mnist_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     return real_mnist_or_skip()
+
+
+@pytest.fixture
+def trainers():
+    """Make Trainers (``trainers(config_a, ...)``); all closed afterwards even if the test fails."""
+    from khrbm.train.trainer import Trainer
+
+    made = []
+
+    def make(*args, **kw):
+        t = Trainer(*args, **kw)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()

@@ -12,7 +12,6 @@ import pytest
 from khrbm.config import ConfigError, RunConfig
 from khrbm.data import load_dataset
 from khrbm.train.lesson import Lesson, LessonError, LessonPlayer, load_lesson, read_lesson_file, shipped_lessons
-from khrbm.train.trainer import Trainer
 
 DEADLINE = 120.0
 SMALL = dict(dataset="bars", n_hidden=16, train_size=600, val_size=200, eval_size=100, epochs=4, batch_size=50,
@@ -24,20 +23,6 @@ def bars():
     return load_dataset("bars")
 
 
-@pytest.fixture
-def trainers():
-    made = []
-
-    def make(*args, **kw):
-        t = Trainer(*args, **kw)
-        made.append(t)
-        return t
-
-    yield make
-    for t in made:
-        t.close()
-
-
 def khrbm(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "khrbm", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ})
@@ -45,7 +30,8 @@ def khrbm(*args, timeout=300):
 
 # --- parsing -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("events,fragment", [
-    ([{"at": {"epoch": 1}, "set": {"delta": -1}}], "events[0] (at epoch 1): set.delta: must be a number in [0.0, 10.0]"),
+    ([{"at": {"epoch": 1}, "set": {"delta": -1}}],
+     "events[0] (at epoch 1): set.delta: must be a number in [0.0, 10.0]"),
     ([{"at": {"epoch": 1}, "caption": "ok"}, {"at": {"step": 3}, "set": {"n_hidden": 50}}],
      "events[1] (at step 3): set.n_hidden: not a live setting"),
     ([{"at": {"step": 3}, "set": {"delt": 0}}], "events[0] (at step 3): set.delt: unknown field"),
@@ -54,7 +40,8 @@ def khrbm(*args, timeout=300):
     ([{"at": {"minute": 1}, "caption": "x"}], "events[0]: 'at' must be"),
     ([{"caption": "x"}], "events[0]: 'at' must be"),
     ([{"at": {"step": 1}, "caption": "x", "paus": True}], "events[0]: unknown key 'paus'"),
-    ([{"at": {"step": 1}, "set": {"kh_mode": "sideways"}}], "events[0] (at step 1): set.kh_mode: must be one of off, td, bu"),
+    ([{"at": {"step": 1}, "set": {"kh_mode": "sideways"}}],
+     "events[0] (at step 1): set.kh_mode: must be one of off, td, bu"),
     ([{"at": {"step": 1}, "caption": 3}], "events[0] (at step 1): caption must be text"),
     ([{"at": {"step": 1}, "pause": "yes"}], "events[0] (at step 1): pause must be true or false"),
     ([{"at": {"step": 1}, "arm": "C", "caption": "x"}], "events[0] (at step 1): arm must be one of both, A, B"),

@@ -19,7 +19,6 @@ from khrbm.store.db import SCHEMA_VERSION, migrate
 from khrbm.store.folder import DECIMATION, Decimator
 from khrbm.train.lesson import load_lesson
 from khrbm.train.run import HISTORY_KEYS
-from khrbm.train.snapshot import Change
 from khrbm.train.trainer import Trainer
 
 DEADLINE = 120.0
@@ -97,7 +96,8 @@ def test_a_first_version_database_migrates_and_its_data_survive(tmp_path):
         assert reg._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert reg._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         run = reg.run(1)
-        assert (run.uid, run.state, run.steps, run.out_dir, run.lesson) == ("v1-run-0001", "finished", 30, "/old/run", None)
+        assert (run.uid, run.state, run.steps, run.out_dir, run.lesson) == (
+            "v1-run-0001", "finished", 30, "/old/run", None)
         assert run.config == RunConfig(dataset="bars", kh_mode="td", seed=7) and run.final == {"val_mse": 0.25}
         assert reg.changes(run) == [{"step": 12, "epoch": 1.2, "field": "delta", "old": 0.4, "new": 0.0}]
         assert reg.points(run)["val_mse"].tolist() == [0.5, 0.25]
@@ -193,7 +193,7 @@ def test_writers_killed_mid_transaction_leave_the_database_intact_and_lose_no_co
     assert integrity(path) == "ok"
 
 
-# --- a registry that cannot be written never costs a run ---------------------------------------------------------------
+# --- a registry that cannot be written never costs a run ---------------------------------------------------------
 def make_readonly(path):
     """Make ``path`` unwritable even for root (chattr +i); returns the undo. Skips where that is impossible."""
     os.chmod(path, 0o444)
@@ -217,10 +217,9 @@ def test_training_goes_on_when_the_registry_cannot_be_written_and_says_so_once(t
     else:
         Registry(path).close()
     if failure == "locked":
-        holder = subprocess.Popen([sys.executable, "-c",
-                                   "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-                                   "c.execute('BEGIN EXCLUSIVE'); open(sys.argv[2], 'w').close(); time.sleep(600)",
-                                   str(path), str(tmp_path / "locked")])
+        hold = ("import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                "c.execute('BEGIN EXCLUSIVE'); open(sys.argv[2], 'w').close(); time.sleep(600)")
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(path), str(tmp_path / "locked")])
         while not (tmp_path / "locked").exists():
             time.sleep(0.01)
     if failure == "read-only":
@@ -374,6 +373,20 @@ def test_a_run_folder_reimports_into_one_record_with_or_without_its_manifest(tmp
         (tmp_path / "empty").mkdir()
         with pytest.raises(ValueError, match="not a run folder"):
             import_folder(reg, tmp_path / "empty")
+
+
+def test_a_run_resumed_into_its_folder_continues_its_record(tmp_path):
+    path, out = tmp_path / "r.sqlite", tmp_path / "run"
+    assert khrbm("train", *BARS, "--epochs", 1, "--out", out, "--registry", path).returncode == 0
+    proc = khrbm("train", "--resume", out / "checkpoint.npz", "--epochs", 3, "--lr", 0.05, "--no-progress",
+                 "--out", out, "--registry", path)
+    assert proc.returncode == 0, proc.stderr
+    with Registry(path) as reg:
+        (run,) = reg.runs()
+        assert (run.state, run.steps, run.start_step, run.config.epochs) == ("finished", 30, 0, 1)
+        assert [(c["step"], c["field"], c["old"], c["new"]) for c in reg.changes(run)] == [
+            (10, "epochs", 1, 3), (10, "lr", 0.1, 0.05)]
+        assert reg.points(run)["step"].tolist() == [0, 10, 20, 30]
 
 
 # --- setups and lessons ---------------------------------------------------------------------------------------------

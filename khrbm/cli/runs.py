@@ -29,28 +29,31 @@ def add_parser(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
     add_registry_flag(common, default=argparse.SUPPRESS)    # also accepted after the verb
 
-    ls = verbs.add_parser("list", help="recorded runs, newest first", parents=[common])
+    ls = verbs.add_parser("list", parents=[common], help="recorded runs, newest first")
     _filters(ls)
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(handler=_list)
 
-    show = verbs.add_parser("show", help="one run: config, state, final metrics, change log", parents=[common])
+    show = verbs.add_parser("show", parents=[common], help="one run: config, state, final metrics, change log")
     show.add_argument("id", help="run id (or a uid prefix)")
     show.add_argument("--json", action="store_true", help="print JSON (with 'changes' and 'points')")
     show.set_defaults(handler=_show)
 
-    compare = verbs.add_parser("compare", help="runs side by side: config differences and final metrics", parents=[common])
+    compare = verbs.add_parser("compare", parents=[common],
+                               help="runs side by side: config differences and final metrics")
     compare.add_argument("ids", nargs="+", metavar="ID", help="two or more run ids")
     compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
     compare.set_defaults(handler=_compare)
 
-    export = verbs.add_parser("export", help="the registry's runs as JSON (with changes and points) or CSV", parents=[common])
+    export = verbs.add_parser("export", parents=[common],
+                              help="the registry's runs as JSON (with changes and points) or CSV")
     _filters(export, limit=None)
     export.add_argument("--format", choices=("json", "csv"), default="json")
     export.add_argument("--out", "-o", type=Path, help="file to write (default: standard output)")
     export.set_defaults(handler=_export)
 
-    imp = verbs.add_parser("import", help="add run folders (khrbm train --out, the app's runs) to the registry", parents=[common])
+    imp = verbs.add_parser("import", parents=[common],
+                           help="add run folders (khrbm train --out, the app's runs) to the registry")
     imp.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
     imp.set_defaults(handler=_import)
 
@@ -157,7 +160,7 @@ def _show(args, registry) -> int:
     from ..store import describe_config
     lines = [f"run {record.id}{' arm ' + record.arm if record.arm else ''} · {describe_config(record.config)}",
              f"  state     {record.state}{' — ' + record.message if record.message else ''}",
-             f"  source    {record.source} on {record.host or '?'}{' (pid %d)' % record.pid if record.pid else ''}",
+             f"  source    {record.source} on {record.host or '?'}{f' (pid {record.pid})' if record.pid else ''}",
              f"  started   {_when(record.started)}   ended {_when(record.ended) if record.ended else '—'}"
              f"   ({_duration(record.duration)})",
              f"  progress  step {record.steps} (epoch {record.epoch:.2f} of {record.config.epochs})"
@@ -253,8 +256,7 @@ def _import(args, registry) -> int:
     from ..store import import_folder
     for folder in args.folders:
         for r in import_folder(registry, folder):
-            arm = f" arm {r.arm}" if r.arm else ""
-            print(f"#{r.id}{arm}: {r.state} at epoch {r.epoch:.2f} ({r.source}) from {r.out_dir}")
+            print(f"{r.summary} ({r.source}) from {r.out_dir}")
     return 0
 
 

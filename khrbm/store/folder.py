@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError, RunConfig
-from ..train.checkpoint import CheckpointError, changes_from, history_rows, read_trainer_checkpoint
+from ..train.checkpoint import CheckpointError, history_rows, read_trainer_checkpoint
+from ..train.outputs import write_text_atomic
 from ..train.lesson import Lesson, LessonError
 from ..train.run import HISTORY_KEYS, history_columns
 from ..train.snapshot import readonly
@@ -73,23 +72,11 @@ class Decimator:
         return kept
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(folder: Path, manifest: dict) -> None:
-    write_text_atomic(Path(folder) / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
-                                                           **json.loads(to_json(manifest))}, indent=1) + "\n")
+    """Write the folder's run.json atomically (NaN metrics as null)."""
+    text = json.dumps({"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **json.loads(to_json(manifest))},
+                      indent=1) + "\n"
+    write_text_atomic(Path(folder) / MANIFEST, text)
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -17,11 +17,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
-from ..config import RunConfig
+from ..config import FIELDS, RunConfig
 from ..train.lesson import Lesson, LessonEvent
 from ..train.run import HISTORY_KEYS, Run
+from ..train.snapshot import ARM_NAMES, Change
 from .db import RegistryError, default_path
 from .folder import CHECKPOINT, Decimator, change_dict, read_manifest, start_config, write_manifest
 from .registry import Registry
@@ -56,8 +57,9 @@ class RunRecorder:
 
     ``registry``: None for the default file, a path, a :class:`Registry`, or False for none (the folder's
     run.json is written anyway). ``resume``: the folder holds this run already (``--resume`` into it): its
-    uid, start and config are kept. Leaving the ``with`` block by an exception before :meth:`end` records
-    "error" (KeyboardInterrupt: "interrupted").
+    uid, start and config are kept, and settings the resume changed are logged as changes at its step.
+    Leaving the ``with`` block by an exception before :meth:`end` records "error" (KeyboardInterrupt:
+    "interrupted").
     """
 
     def __init__(self, run: Run, out_dir: str | Path, *, source: str = "train", registry=None,
@@ -82,6 +84,12 @@ class RunRecorder:
         self._new_changes: list[tuple] = []
         self._manifest_ok = True
         self._registry_ref, self._timeout = registry, timeout
+        if previous:                     # what --resume changed (e.g. more epochs) is a change at this step
+            was = self.config.replace(**{c["field"]: c["new"] for c in self.changes})
+            for f in FIELDS:
+                old, new = getattr(was, f.name), getattr(run.config, f.name)
+                if old != new:
+                    self.change(Change(run.step, run.epoch, ARM_NAMES[0], f.name, old, new))
 
     # --- the run's life ---------------------------------------------------------------------------------
     def __enter__(self):
@@ -106,10 +114,9 @@ class RunRecorder:
         self._write()
 
     def change(self, change) -> None:
-        """Record a live change (anything with step, epoch, field, old, new; ``arm`` optional)."""
+        """Record a live change (a :class:`~khrbm.train.snapshot.Change`)."""
         self._new_changes.append((len(self.changes), change))
-        self.changes.append({"arm": getattr(change, "arm", ""), "step": change.step, "epoch": change.epoch,
-                             "field": change.field, "old": change.old, "new": change.new})
+        self.changes.append(change_dict(change))
 
     def progress(self) -> None:
         """Record the run's new metric points (decimated), its step and its checkpoint."""
@@ -160,7 +167,8 @@ class RunRecorder:
             return
         manifest = {k: fields[k] for k in ("group_uid", "state", "message", "started", "ended", "start_step",
                                            "host", "pid")}
-        manifest.update(source=self.source, checkpoint=CHECKPOINT, arms=[{"arm": "", "uid": self.uid, "config": self.config.to_dict()}],
+        manifest.update(source=self.source, checkpoint=CHECKPOINT,
+                        arms=[{"arm": "", "uid": self.uid, "config": self.config.to_dict()}],
                         changes=self.changes, lesson=self.lesson.to_dict() if self.lesson else None)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)

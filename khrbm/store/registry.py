@@ -6,10 +6,16 @@ threads of one process (a lock serialises its calls). Many processes may write a
 ``BEGIN IMMEDIATE`` transaction, waiting up to ``timeout`` seconds for the others. Every failure is a
 :class:`RegistryError` with one line naming the file and the reason.
 
+Writing runs: :meth:`Registry.put_run` (create or update a run with its new points and changes, one
+transaction); the recorders of :mod:`khrbm.store.recorder` call it, and :func:`khrbm.store.import_folder`.
+
 For the app:
-- runs: :meth:`Registry.recent` (newest first), :meth:`~Registry.run`, :meth:`~Registry.points` (the decimated
-  curves), :meth:`~Registry.changes`; :func:`khrbm.store.open_run` reads a past run's full curves and final
-  weights from its checkpoint; ``Trainer.load_checkpoint(record.checkpoint)`` continues it.
+- recording: ``Trainer(..., recorder=khrbm.store.TrainerRecorder())`` records every run of the session.
+- "Recent runs": :meth:`Registry.recent` (newest first; ``record.summary`` is a one-line label),
+  :meth:`~Registry.run`, :meth:`~Registry.points` (decimated curves), :meth:`~Registry.changes` (markers);
+  :func:`khrbm.store.open_run` reads a past run's full curves (to show or overlay) and final weights (the
+  mosaic) from its checkpoint; ``Trainer.load_checkpoint(record.checkpoint)`` continues it
+  (``record.can_continue``).
 - "My setups": :meth:`~Registry.save_setup`, :meth:`~Registry.setups`, :meth:`~Registry.setup`,
   :meth:`~Registry.rename_setup`, :meth:`~Registry.delete_setup` (a setup is config A plus config B or None).
 - lessons: :meth:`~Registry.save_lesson`, :meth:`~Registry.lessons`, :meth:`~Registry.lesson`,
@@ -61,7 +67,7 @@ def _finite(value):
 
 
 def describe_config(cfg: RunConfig) -> str:
-    """A short line saying what a run is, e.g. ``mnist · M=100 · std · KH_TD ε0=0.04 Δ=0.4`` or ``… · plain``."""
+    """A short line saying what a run is: ``mnist · M=100 · std · KH_TD ε0=0.04 Δ=0.4`` or ``… · plain``."""
     kh = (f"KH_{cfg.kh_mode.upper()} ε0={cfg.eps0:g} Δ={cfg.delta:g}" if cfg.kh_mode != "off" else "plain")
     task = " · cRBM" if cfg.task == "classification" else ""
     return f"{cfg.dataset}{task} · M={cfg.n_hidden} · {cfg.init} · {kh}"
@@ -111,7 +117,8 @@ class RunRecord:
 
     @property
     def summary(self) -> str:
-        """One line for a list: ``#12 A · mnist · M=100 · std · KH_TD ε0=0.04 Δ=0.4 · finished at epoch 30.00``."""
+        """One line for a list: ``#12 A · mnist · M=100 · std · KH_TD ε0=0.04 Δ=0.4 · finished at epoch 30.00``
+        (the app's "Recent runs")."""
         arm = f" {self.arm}" if self.arm else ""
         return f"#{self.id}{arm} · {describe_config(self.config)} · {self.state} at epoch {self.epoch:.2f}"
 
@@ -253,12 +260,6 @@ class Registry:
                              (updated, f"its process (pid {pid}) ended without saying so (killed or crashed)", uid))
         return len(dead)
 
-    def delete_run(self, ref) -> None:
-        """Remove a run with its changes and points from the registry (its folder is left alone)."""
-        record = self.run(ref)
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM runs WHERE id = ?", (record.id,))
-
     # --- reading runs ---------------------------------------------------------------------------------------
     def run(self, ref) -> RunRecord:
         """The run with id ``ref`` (an int or its digits), or whose uid starts with ``ref`` (≥ 6 characters)."""
@@ -343,16 +344,8 @@ class Registry:
         """Save (``replace``: overwrite) a named setup; the arms must share the model (as a Trainer's A/B do)."""
         from ..train.trainer import check_pair      # the A/B rule lives with the trainer
         check_pair(config_a, config_b)
-        name = _check_name(name, "setup")
-        now = time.time()
-        with self.transaction() as conn:
-            old = conn.execute("SELECT created FROM setups WHERE name = ?", (name,)).fetchone()
-            if old is not None and not replace:
-                raise RegistryError(f"a setup named {name!r} exists already: pick another name, or replace it")
-            conn.execute("INSERT OR REPLACE INTO setups (name, comment, config_a, config_b, created, updated) "
-                         "VALUES (?, ?, ?, ?, ?, ?)",
-                         (name, comment, config_a.to_json(), config_b.to_json() if config_b else None,
-                          old[0] if old else now, now))
+        name = self._save_named("setup", name, replace, comment=comment, config_a=config_a.to_json(),
+                                config_b=config_b.to_json() if config_b else None)
         return self.setup(name)
 
     def setups(self) -> list[Setup]:
@@ -360,10 +353,7 @@ class Registry:
         return [_setup(r) for r in self._query("SELECT * FROM setups ORDER BY updated DESC, name")]
 
     def setup(self, name: str) -> Setup:
-        rows = self._query("SELECT * FROM setups WHERE name = ?", (name,))
-        if not rows:
-            raise RegistryError(f"no setup named {name!r}")
-        return _setup(rows[0])
+        return _setup(self._named("setup", name))
 
     def rename_setup(self, name: str, new_name: str) -> Setup:
         new_name = _check_name(new_name, "setup")
@@ -377,35 +367,45 @@ class Registry:
         return self.setup(new_name)
 
     def delete_setup(self, name: str) -> None:
-        with self.transaction() as conn:
-            if conn.execute("DELETE FROM setups WHERE name = ?", (name,)).rowcount == 0:
-                raise RegistryError(f"no setup named {name!r}")
+        self._delete_named("setup", name)
 
     # --- lessons ---------------------------------------------------------------------------------------------
     def save_lesson(self, name: str, lesson: Lesson, comment: str = "", replace: bool = False) -> StoredLesson:
-        name = _check_name(name, "lesson")
-        now = time.time()
-        with self.transaction() as conn:
-            old = conn.execute("SELECT created FROM lessons WHERE name = ?", (name,)).fetchone()
-            if old is not None and not replace:
-                raise RegistryError(f"a lesson named {name!r} exists already: pick another name, or replace it")
-            conn.execute("INSERT OR REPLACE INTO lessons (name, comment, body, created, updated) VALUES (?, ?, ?, ?, ?)",
-                         (name, comment, lesson.to_json(), old[0] if old else now, now))
-        return self.lesson(name)
+        """Save (``replace``: overwrite) a lesson under ``name``; ``khrbm train --lesson NAME`` finds it."""
+        return self.lesson(self._save_named("lesson", name, replace, comment=comment, body=lesson.to_json()))
 
     def lessons(self) -> list[StoredLesson]:
         return [_lesson(r) for r in self._query("SELECT * FROM lessons ORDER BY updated DESC, name")]
 
     def lesson(self, name: str) -> StoredLesson:
-        rows = self._query("SELECT * FROM lessons WHERE name = ?", (name,))
-        if not rows:
-            raise RegistryError(f"no lesson named {name!r} in the registry")
-        return _lesson(rows[0])
+        return _lesson(self._named("lesson", name))
 
     def delete_lesson(self, name: str) -> None:
+        self._delete_named("lesson", name)
+
+    # --- named items (setups, lessons) ---------------------------------------------------------------------
+    def _save_named(self, what: str, name: str, replace: bool, **columns) -> str:
+        name = _check_name(name, what)
+        now = time.time()
         with self.transaction() as conn:
-            if conn.execute("DELETE FROM lessons WHERE name = ?", (name,)).rowcount == 0:
-                raise RegistryError(f"no lesson named {name!r} in the registry")
+            old = conn.execute(f"SELECT created FROM {what}s WHERE name = ?", (name,)).fetchone()
+            if old is not None and not replace:
+                raise RegistryError(f"a {what} named {name!r} exists already: pick another name, or replace it")
+            row = {"name": name, **columns, "created": old[0] if old else now, "updated": now}
+            conn.execute(f"INSERT OR REPLACE INTO {what}s ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                         tuple(row.values()))
+        return name
+
+    def _named(self, what: str, name: str):
+        rows = self._query(f"SELECT * FROM {what}s WHERE name = ?", (name,))
+        if not rows:
+            raise RegistryError(f"no {what} named {name!r} in the registry")
+        return rows[0]
+
+    def _delete_named(self, what: str, name: str) -> None:
+        with self.transaction() as conn:
+            if conn.execute(f"DELETE FROM {what}s WHERE name = ?", (name,)).rowcount == 0:
+                raise RegistryError(f"no {what} named {name!r} in the registry")
 
 
 def _text(value) -> str | None:

@@ -581,7 +581,7 @@ class _Core:
                               lambda cfg: check_ell(cfg, run.dataset))
 
     def _restart_lesson(self):
-        """Replay the lesson on freshly installed runs (from their step); dropped, saying why, if it no longer fits."""
+        """Replay the lesson on newly installed runs from their step (dropped, saying why, if it no longer fits)."""
         if self.lesson is None:
             return
         try:
