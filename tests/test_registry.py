@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,9 +164,9 @@ def test_writers_killed_mid_transaction_leave_the_database_intact_and_lose_no_co
     path = tmp_path / "r.sqlite"
     Registry(path).close()
     rng = random.Random(3)
-    procs = start_writers(tmp_path, path, [1, 60, 60, 60, 5, 5, 5, 5], hold={0})
-    # writer 0 is killed inside its open transaction (the others wait for its lock meanwhile); writers 1-3 at
-    # random moments while seven write at once
+    procs = start_writers(tmp_path, path, [1, 10**6, 10**6, 10**6, 5, 5, 5, 5], hold={0})
+    # writer 0 is killed inside its open transaction (the others wait for its lock meanwhile); writers 1-3,
+    # which would write forever, at random moments while seven write at once
     deadline = time.time() + 120
     while not (tmp_path / "log0.inside").exists() and time.time() < deadline:
         time.sleep(0.01)
@@ -352,6 +353,27 @@ def test_app_runs_end_interrupted_by_a_reset_and_by_close(tmp_path, bars):
         assert "reset" in first.message
         view = open_run(reg, first)                     # the checkpoint saved when the reset replaced it
         assert np.array_equal(view.W, at_reset.arms[0].W)
+
+
+def test_a_diverged_app_run_keeps_its_state_beside_the_checkpoint_and_still_imports(tmp_path, bars):
+    path = tmp_path / "r.sqlite"
+    recorder = TrainerRecorder(path, tmp_path / "runs")
+    with Trainer(RunConfig(**SMALL), dataset=bars, recorder=recorder) as t:
+        t.sync(DEADLINE)
+        t.step(3)
+        t.sync(DEADLINE)
+        t._inject(lambda runs: runs[0].params.W.__setitem__((0, 0), np.nan))
+        t.step(1)
+        assert t.wait_for(lambda s: s.state == "diverged", DEADLINE).step == 4
+    recorder.close()
+    with Registry(path) as reg:
+        (run,) = reg.runs()
+        assert (run.state, run.steps, run.checkpoint) == ("diverged", 4, None) and "NaN" in run.message
+        folder = Path(run.out_dir)
+        assert (folder / "checkpoint.diverged.npz").exists() and not (folder / "checkpoint.npz").exists()
+    with Registry(tmp_path / "fresh.sqlite") as fresh:
+        (again,) = import_folder(fresh, folder)
+        assert (again.uid, again.state, again.steps, again.config) == (run.uid, "diverged", 4, run.config)
 
 
 def test_a_run_folder_reimports_into_one_record_with_or_without_its_manifest(tmp_path):

@@ -5,7 +5,8 @@ A run folder is what ``khrbm train --out`` writes (config.json, metrics.csv/json
 or what the app's recorder writes (checkpoint.npz of one run or an A/B pair). Beside them, ``run.json``::
 
     {"format": "khrbm-run", "version": 1, "source": "train", "group_uid": "", "state": "finished", "message": "",
-     "started": 1.7e9, "ended": 1.7e9, "start_step": 0, "checkpoint": "checkpoint.npz", "host": "...", "pid": 1,
+     "started": 1.7e9, "ended": 1.7e9, "start_step": 0, "steps": 300, "epoch": 30.0,
+     "checkpoint": "checkpoint.npz", "host": "...", "pid": 1,
      "arms": [{"arm": "", "uid": "…", "config": {RunConfig the run started from}}],
      "changes": [{"arm": "A", "step": 1200, "epoch": 2.0, "field": "delta", "old": 0.4, "new": 0.0}, ...],
      "lesson": {the lesson played} or null}
@@ -37,6 +38,7 @@ MANIFEST = "run.json"
 MANIFEST_FORMAT = "khrbm-run"
 MANIFEST_VERSION = 1
 CHECKPOINT = "checkpoint.npz"
+DIVERGED_CHECKPOINT = "checkpoint.diverged.npz"   # a diverged state (NaN weights) is kept beside, not over it
 DECIMATION = 100
 
 
@@ -127,7 +129,7 @@ def import_folder(registry: Registry, folder: str | Path) -> list[RunRecord]:
         raise FolderError(f"{folder}: no such folder")
     manifest = read_manifest(folder) or {}
     checkpoint = folder / manifest.get("checkpoint", CHECKPOINT)
-    arms_data = _read_arms(folder, checkpoint)
+    arms_data = _read_arms(folder, checkpoint, manifest)
     names = [a.get("arm", "") for a in manifest.get("arms", [])] or (["A", "B"] if len(arms_data) == 2 else [""])
     if len(names) != len(arms_data):
         raise FolderError(f"{folder}: run.json lists {len(names)} arms, the checkpoint holds {len(arms_data)}")
@@ -164,9 +166,10 @@ def _derived_uid(folder: Path, what: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"khrbm-run:{folder}:{what}").hex
 
 
-def _read_arms(folder: Path, checkpoint: Path) -> list[dict]:
+def _read_arms(folder: Path, checkpoint: Path, manifest: dict) -> list[dict]:
     """Per arm: config (current), history rows, steps, epoch, finite, changes, started — from the checkpoint,
-    else from config.json and metrics.json."""
+    else from config.json and metrics.json (``khrbm train``), else from run.json alone (an app run that
+    diverged before any checkpoint: no points)."""
     if checkpoint.exists():
         try:
             per_arm, changes = read_trainer_checkpoint(checkpoint)
@@ -182,6 +185,13 @@ def _read_arms(folder: Path, checkpoint: Path) -> list[dict]:
             out.append({"config": RunConfig.from_json(str(arrays["config_json"])), "history": rows, "steps": steps,
                         "epoch": _epoch_at(steps, rows), "finite": finite, "changes": changes, "started": started})
         return out
+    if manifest and not (folder / "config.json").exists():
+        try:
+            return [{"config": RunConfig.from_dict(arm["config"]), "history": [], "steps": int(manifest["steps"]),
+                     "epoch": float(manifest["epoch"]), "finite": manifest.get("state") != "diverged",
+                     "changes": [], "started": manifest["started"]} for arm in manifest["arms"]]
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise FolderError(f"{folder / MANIFEST}: incomplete run manifest ({exc})")
     try:
         config = RunConfig.load(folder / "config.json")
         rows = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else []

@@ -24,7 +24,8 @@ from ..train.lesson import Lesson, LessonEvent
 from ..train.run import HISTORY_KEYS, Run
 from ..train.snapshot import ARM_NAMES, Change
 from .db import RegistryError, default_path
-from .folder import CHECKPOINT, Decimator, change_dict, read_manifest, start_config, write_manifest
+from .folder import (CHECKPOINT, DIVERGED_CHECKPOINT, Decimator, change_dict, read_manifest, start_config,
+                     write_manifest)
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,8 @@ class RunRecorder:
     ``registry``: None for the default file, a path, a :class:`Registry`, or False for none (the folder's
     run.json is written anyway). ``resume``: the folder holds this run already (``--resume`` into it): its
     uid, start and config are kept, and settings the resume changed are logged as changes at its step.
-    Leaving the ``with`` block by an exception before :meth:`end` records "error" (KeyboardInterrupt:
-    "interrupted").
+    Leaving the ``with`` block (or calling :meth:`close` in a ``finally``) by an exception before :meth:`end`
+    records "error" (KeyboardInterrupt: "interrupted").
     """
 
     def __init__(self, run: Run, out_dir: str | Path, *, source: str = "train", registry=None,
@@ -96,14 +97,20 @@ class RunRecorder:
         self.start()
         return self
 
-    def __exit__(self, kind, exc, tb):
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """Release the registry. Called while an exception propagates (``finally``, ``with``) on a run not yet
+        ended, it records the run as "error" ("interrupted" for KeyboardInterrupt) with the exception."""
+        kind, exc, _ = sys.exc_info()
         if self.state == "running" and kind is not None:
-            run_state = "interrupted" if issubclass(kind, KeyboardInterrupt) else "error"
-            self.state, self.message, self.ended = run_state, f"{kind.__name__}: {exc}".rstrip(": "), time.time()
-            self._write()
+            self.end("interrupted" if issubclass(kind, KeyboardInterrupt) else "error",
+                     f"{kind.__name__}: {exc}".rstrip(": "))
         if self.registry is not None and not isinstance(self._registry_ref, Registry):
             self.registry.close()
-        return False
+        self.registry = None
 
     def start(self):
         """Open the registry (a failure is said once) and record the run as running."""
@@ -166,7 +173,7 @@ class RunRecorder:
         if not self._manifest_ok:
             return
         manifest = {k: fields[k] for k in ("group_uid", "state", "message", "started", "ended", "start_step",
-                                           "host", "pid")}
+                                           "steps", "epoch", "host", "pid")}
         manifest.update(source=self.source, checkpoint=CHECKPOINT,
                         arms=[{"arm": "", "uid": self.uid, "config": self.config.to_dict()}],
                         changes=self.changes, lesson=self.lesson.to_dict() if self.lesson else None)
@@ -275,7 +282,7 @@ class TrainerRecorder:
         changed = state != gen["state"]
         final = state in TERMINAL
         if changed and final:
-            self._save(save)
+            self._save(save, diverged=state == "diverged")
         if changed:
             gen["state"], gen["message"] = state, message
             gen["ended"] = time.time() if final else None
@@ -311,11 +318,16 @@ class TrainerRecorder:
             fields["final"] = a["final"]
         return fields
 
-    def _save(self, save):
+    def _save(self, save, diverged: bool = False):
+        """Save the arms: checkpoint.npz, or for a diverged run checkpoint.diverged.npz (no checkpoint to
+        continue from: its weights are not finite)."""
         gen = self._gen
         try:
             gen["folder"].mkdir(parents=True, exist_ok=True)
-            gen["checkpoint"] = save(gen["folder"] / CHECKPOINT)
+            if diverged:
+                save(gen["folder"] / DIVERGED_CHECKPOINT)
+            else:
+                gen["checkpoint"] = save(gen["folder"] / CHECKPOINT)
         except Exception as exc:  # noqa: BLE001 - a failed save must not stop training
             self._say(f"could not save the run's checkpoint in {gen['folder']}: {exc}")
 
@@ -323,6 +335,7 @@ class TrainerRecorder:
         gen = self._gen
         manifest = {k: gen[k] for k in ("group_uid", "state", "message", "started", "ended", "start_step")}
         manifest.update(source=self.source, host=socket.gethostname(), pid=os.getpid(), checkpoint=CHECKPOINT,
+                        steps=snapshot.step, epoch=snapshot.epoch,
                         arms=[{"arm": a["arm"], "uid": a["uid"], "config": a["config"].to_dict()} for a in gen["arms"]],
                         changes=[change_dict(c) for c in snapshot.changes],
                         lesson=gen["lesson"].to_dict() if gen["lesson"] else None)
