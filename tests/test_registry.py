@@ -68,6 +68,13 @@ def bars():
     return load_dataset("bars")
 
 
+@pytest.fixture
+def recorded(tmp_path):
+    """(registry path, a TrainerRecorder writing there, its run folders under tmp_path/runs)."""
+    path = tmp_path / "r.sqlite"
+    return path, TrainerRecorder(path, tmp_path / "runs")
+
+
 def v1_database(path):
     """A registry at schema version 1 (the first shipped one) holding one run with a change and two points."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -296,9 +303,8 @@ def test_the_decimation_rule_keeps_points_at_least_one_percent_of_the_run_apart_
     assert Decimator().select([{"step": 5}, {"step": 6}], final=True) == [{"step": 5}, {"step": 6}]
 
 
-def test_the_app_recorder_records_both_arms_changes_points_and_a_checkpoint_that_continues(tmp_path, bars):
-    path = tmp_path / "r.sqlite"
-    recorder = TrainerRecorder(path, tmp_path / "runs")
+def test_the_app_recorder_records_both_arms_changes_points_and_a_checkpoint_that_continues(tmp_path, bars, recorded):
+    path, recorder = recorded
     a = RunConfig(**SMALL)
     with Trainer(a, a.replace(kh_mode="off"), dataset=bars, recorder=recorder) as t:
         t.sync(DEADLINE)
@@ -336,9 +342,8 @@ def test_the_app_recorder_records_both_arms_changes_points_and_a_checkpoint_that
         assert np.array_equal(resumed.arm("B").W, s.arm("B").W)
 
 
-def test_app_runs_end_interrupted_by_a_reset_and_by_close(tmp_path, bars):
-    path = tmp_path / "r.sqlite"
-    recorder = TrainerRecorder(path, tmp_path / "runs")
+def test_app_runs_end_interrupted_by_a_reset_and_by_close(bars, recorded):
+    path, recorder = recorded
     with Trainer(RunConfig(**SMALL), dataset=bars, recorder=recorder) as t:
         t.sync(DEADLINE)
         t.step(4)
@@ -355,9 +360,8 @@ def test_app_runs_end_interrupted_by_a_reset_and_by_close(tmp_path, bars):
         assert np.array_equal(view.W, at_reset.arms[0].W)
 
 
-def test_a_diverged_app_run_keeps_its_state_beside_the_checkpoint_and_still_imports(tmp_path, bars):
-    path = tmp_path / "r.sqlite"
-    recorder = TrainerRecorder(path, tmp_path / "runs")
+def test_a_diverged_app_run_keeps_its_state_beside_the_checkpoint_and_still_imports(tmp_path, bars, recorded):
+    path, recorder = recorded
     with Trainer(RunConfig(**SMALL), dataset=bars, recorder=recorder) as t:
         t.sync(DEADLINE)
         t.step(3)
