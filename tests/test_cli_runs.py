@@ -59,7 +59,7 @@ def test_show_json_holds_the_change_log_and_the_final_metrics(registry):
     assert record["final"]["val_mse"] == record["points"]["val_mse"][-1] == result["final"]["val_mse"]
     assert record["points"]["step"][0] == 0 and record["points"]["step"][-1] == 30
     text = runs(registry, "show", "2")
-    assert "step      12 (epoch 1.20)  delta: 0.4 → 0" in text and "state     finished" in text
+    assert "step      12 (epoch 1.20)  delta: 0.4 → 0" in text and "state      finished" in text
     missing = khrbm("runs", "show", "99", "--registry", registry)
     assert missing.returncode == 2 and "no run matches '99'" in missing.stderr
 

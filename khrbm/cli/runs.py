@@ -159,26 +159,26 @@ def _show(args, registry) -> int:
         return 0
     from ..store import describe_config
     lines = [f"run {record.id}{' arm ' + record.arm if record.arm else ''} · {describe_config(record.config)}",
-             f"  state     {record.state}{' — ' + record.message if record.message else ''}",
-             f"  source    {record.source} on {record.host or '?'}{f' (pid {record.pid})' if record.pid else ''}",
-             f"  started   {_when(record.started)}   ended {_when(record.ended) if record.ended else '—'}"
+             f"  state      {record.state}{' — ' + record.message if record.message else ''}",
+             f"  source     {record.source} on {record.host or '?'}{f' (pid {record.pid})' if record.pid else ''}",
+             f"  started    {_when(record.started)}   ended {_when(record.ended) if record.ended else '—'}"
              f"   ({_duration(record.duration)})",
-             f"  progress  step {record.steps} (epoch {record.epoch:.2f} of {record.config.epochs})"
+             f"  progress   step {record.steps} (epoch {record.epoch:.2f} of {record.config.epochs})"
              + (f", continued from step {record.start_step}" if record.start_step else ""),
-             f"  folder    {record.out_dir or '—'}",
+             f"  folder     {record.out_dir or '—'}",
              f"  checkpoint {record.checkpoint or '—'}",
-             f"  uid       {record.uid}" + (f"   group {record.group_uid}" if record.group_uid else "")]
+             f"  uid        {record.uid}" + (f"   group {record.group_uid}" if record.group_uid else "")]
     if record.lesson:
-        lines.append(f"  lesson    {record.lesson.get('name') or '(unnamed)'}: {len(record.lesson['events'])} events")
-    lines.append("  final     " + ("  ".join(f"{k} {_num(record.final.get(k))}" for k in METRICS
+        lines.append(f"  lesson     {record.lesson.get('name') or '(unnamed)'}: {len(record.lesson['events'])} events")
+    lines.append("  final      " + ("  ".join(f"{k} {_num(record.final.get(k))}" for k in METRICS
                                            if not _missing(record.final.get(k))) or "—"))
-    lines.append("  config    " + _wrap(" ".join(f"{f.name}={_value(getattr(record.config, f.name))}" for f in FIELDS),
-                                        12))
-    lines.append(f"  changes   {len(changes) or 'none'}")
+    lines.append("  config     " + _wrap(" ".join(f"{f.name}={_value(getattr(record.config, f.name))}" for f in FIELDS),
+                                        13))
+    lines.append(f"  changes    {len(changes) or 'none'}")
     for c in changes:
         lines.append(f"    step {c['step']:>7} (epoch {c['epoch']:.2f})  {c['field']}: {_value(c['old'])} → "
                      f"{_value(c['new'])}")
-    lines.append(f"  points    {registry.count_points(record)} stored (decimated; the checkpoint has them all)")
+    lines.append(f"  points     {registry.count_points(record)} stored (decimated; the checkpoint has them all)")
     print("\n".join(lines))
     return 0
 
