@@ -323,7 +323,7 @@ def test_the_app_recorder_records_both_arms_changes_points_and_a_checkpoint_that
         assert A.group_uid == B.group_uid != "" and A.source == "app" and A.state == B.state == "finished"
         assert A.config == a and B.config == a.replace(kh_mode="off")          # what they started from
         assert reg.changes(A) == [{"step": 5, "epoch": 5 / 12, "field": "delta", "old": 0.4, "new": 0.0}]
-        assert reg.changes(B) == [] and A.steps == 36 and A.epoch == 3.0
+        assert reg.changes(B) == [] and (A.start_step, A.steps, A.epoch) == (0, 36, 3.0)
         assert A.checkpoint == B.checkpoint and A.can_continue
         pts = reg.points(A)
         hist = s.arm("A").history

@@ -267,7 +267,7 @@ class TrainerRecorder:
                                       for m in snapshot.lesson)) if snapshot.lesson else None)
         self._gen = {"group_uid": group if len(arms) > 1 else "", "folder": folder, "arms": arms, "lesson": lesson,
                      "state": "running", "message": "", "started": time.time(), "ended": None,
-                     "start_step": snapshot.step, "n_changes": 0, "last_write": 0.0, "checkpoint": None}
+                     "start_step": self._start_step, "n_changes": 0, "last_write": 0.0, "checkpoint": None}
         for a in arms:
             self._submit(a, self._fields(a, snapshot))
         self._write_manifest(snapshot)
