@@ -6,6 +6,7 @@ skips with one line saying how to get the data, or fails when ``KHRBM_REQUIRE_RE
 ``.ci/run``) so that a skip can never hide a regression in CI.
 """
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 if "KHRBM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
     os.environ["KHRBM_DATA_DIR"] = str(SHARED_DATA)
+
+# Tests never write to the user's run registry: every khrbm process they start records into this one.
+os.environ["KHRBM_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="khrbm-test-registry-")) / "registry.sqlite")
 
 HOW_TO_GET_MNIST = ("real MNIST not found: run `khrbm data fetch mnist` (needs internet once) or set "
                     "KHRBM_DATA_DIR to a folder holding its IDX files")
@@ -35,3 +39,20 @@ def real_mnist_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     return real_mnist_or_skip()
+
+
+@pytest.fixture
+def trainers():
+    """Make Trainers (``trainers(config_a, ...)``); all closed afterwards even if the test fails."""
+    from khrbm.train.trainer import Trainer
+
+    made = []
+
+    def make(*args, **kw):
+        t = Trainer(*args, **kw)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()

@@ -228,7 +228,7 @@ def test_warmup_then_fresh_stepper(mnist):
     q = init_params(784, 25, "lecun", 3, np.float32)
     assert kernels.make_stepper("numpy", 784, 25, 10, np.float32).step(q, x[:10], StepSettings(), 1).chain is None
     with pytest.raises(ValueError):
-        kernels.make_stepper("cuda", 784, 25, 10)
+        kernels.make_stepper("tpu", 784, 25, 10)
     with pytest.raises(ValueError):
         s.step(p, x[:11], StepSettings(), 1)            # more rows than batch_size
     with pytest.raises(ValueError):

@@ -1000,12 +1000,16 @@ class NumpyStepper:
 
 
 def make_stepper(backend: str, n_visible: int, n_hidden: int, batch_size: int, dtype=np.float32):
-    """A stepper for ``backend`` "numba" (:class:`NumbaStepper`) or "numpy" (:class:`NumpyStepper`)."""
+    """A stepper for ``backend`` "numba" (:class:`NumbaStepper`), "numpy" (:class:`NumpyStepper`) or
+    "cuda" (:class:`khrbm.core.cuda_stepper.CudaStepper`; ConfigError in one line without a GPU)."""
     if backend == "numba":
         return NumbaStepper(n_visible, n_hidden, batch_size, dtype)
     if backend == "numpy":
         return NumpyStepper(n_visible, n_hidden, batch_size, dtype)
-    raise ValueError(f"unknown backend {backend!r}: expected 'numba' or 'numpy'")
+    if backend == "cuda":
+        from .cuda_stepper import CudaStepper     # imports numba.cuda only for this backend
+        return CudaStepper(n_visible, n_hidden, batch_size, dtype)
+    raise ValueError(f"unknown backend {backend!r}: expected 'numba', 'numpy' or 'cuda'")
 
 
 _WARM: set = set()

@@ -67,6 +67,10 @@ class Snapshot:
 
     ``samples_per_s``: training samples processed per second over the last ~2 s while running (both arms
     counted in compare mode; evaluation and snapshot time included), 0.0 when not running.
+
+    Lessons (:mod:`khrbm.train.lesson`): ``caption`` is the text of the latest lesson event that had one ("" without
+    a lesson); ``lesson`` holds the lesson's events resolved for this run, a tuple of
+    :class:`~khrbm.train.lesson.LessonMark` sorted by step (for a timeline on the curves; ``()`` without a lesson).
     """
     version: int
     state: str
@@ -76,6 +80,8 @@ class Snapshot:
     arms: tuple
     notice: str = ""
     time: float = 0.0             # time.time() at publish
+    caption: str = ""
+    lesson: tuple = ()
 
     @property
     def compare(self) -> bool:

@@ -24,13 +24,21 @@ One run: exactly the format of :meth:`khrbm.run.Run.save` (so ``Run.load`` and t
 ``trainer_changes`` entry (the change log as JSON). A/B: one ``.npz`` holding each arm's
 :meth:`~khrbm.run.Run.state_arrays` under the prefixes ``A.`` and ``B.``, plus ``arms`` (``"A,B"``) and
 ``trainer_changes``. ``load_checkpoint`` accepts both and puts the trainer in the mode of the file.
+
+Lessons (:mod:`khrbm.train.lesson`, :meth:`Trainer.set_lesson`): each event is applied on the loop thread right
+before the minibatch of its step, as ordinary live changes (logged in the change log); an event with ``pause``
+stops the trainer there. A reset replays the lesson from its start; a loaded checkpoint continues it.
+
+Recording (``recorder``, e.g. :class:`khrbm.store.TrainerRecorder`): an object whose methods the loop thread
+calls — ``published(snapshot, save)`` after every publish, ``ending(snapshot, save)`` just before the arms are
+replaced (reset, load_checkpoint), ``closed()`` when the loop ends. ``save(path)`` writes a checkpoint of the
+current arms. A recorder must return quickly; anything it raises is logged, never stops training.
 """
 from __future__ import annotations
 
 import collections
 import itertools
 import logging
-import math
 import threading
 import time
 import weakref
@@ -43,6 +51,7 @@ import numpy as np
 from ..config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
+from .lesson import Lesson, LessonError, LessonPlayer
 from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
 from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, frozen_copies, readonly
 from .snapshot import checksum  # noqa: F401 - re-exported: readers verify ArmSnapshot.checksum with it
@@ -53,7 +62,6 @@ log = logging.getLogger(__name__)
 MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
 # Not live, yet changeable without a new model: applied to every arm by ``update``.
 TRAINER_FIELDS = frozenset({"epochs"})
-EXPLODE = 1e4              # max |θ| above which a run counts as diverged
 EVAL_SHARE = 0.05          # subsample points take at most this share of the running loop's time
 FULL_EVAL_SHARE = 0.05     # full-set points too (on 60k MNIST: one per epoch if it costs <= 5 % of an epoch)
 SNAPSHOT_SHARE = 0.01      # publishing snapshots while running (plus one at least every snapshot_interval)
@@ -95,38 +103,6 @@ def check_pair(config_a: RunConfig, config_b: RunConfig | None) -> tuple:
     return tuple(configs)
 
 
-def _divergence(run: Run) -> str | None:
-    """None if the parameters are finite and below EXPLODE in size, else what went wrong."""
-    p = run.params
-    norm = getattr(run.stepper, "params_norm", None)       # ‖θ‖₂ ≥ max |θ|, summed by the Numba step
-    if norm is not None and norm <= EXPLODE:
-        return None
-    worst = 0.0
-    for x in (p.W, p.a, p.b):
-        m = float(np.max(np.abs(x))) if x.size else 0.0
-        worst = m if math.isnan(m) or math.isnan(worst) else max(worst, m)
-    if math.isnan(worst):
-        what = "became NaN"
-    elif math.isinf(worst):
-        what = "became infinite"
-    elif worst > EXPLODE:
-        what = f"exploded (max |θ| = {worst:.3g} > {EXPLODE:g})"
-    else:
-        return None
-    cfg = run.config
-    kh = cfg.kh_mode != "off"
-    if cfg.init == "std" and (cfg.lr >= 0.5 or (kh and cfg.eps0 >= 0.5)):
-        cause = "std init with a large ε0 or η often diverges"
-    elif cfg.lr >= 1.0:
-        cause = f"the learning rate η = {cfg.lr:g} is large"
-    elif kh and cfg.eps0 >= 1.0:
-        cause = f"the KH step ε0 = {cfg.eps0:g} is large"
-    else:
-        cause = "the step sizes are too large for this model"
-    return (f"weights {what} at step {run.step} (epoch {run.epoch:.2f}) — {cause}; "
-            f"lower η or ε0 and Reset")
-
-
 class _Budget:
     """A share of the running loop's time for one kind of side work (subsample points, full-set points,
     snapshots). Credit grows by ``share`` × the loop's time and is capped at the expected cost of one job
@@ -159,7 +135,8 @@ class _Core:
     """All state and the loop. Holds no reference to the Trainer, so a dropped Trainer can be collected
     (its weakref.finalize then closes this core and joins the thread)."""
 
-    def __init__(self, configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every=1):
+    def __init__(self, configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every=1,
+                 recorder=None, lesson: Lesson | None = None):
         if full_eval_every < 0:
             raise ValueError(f"full_eval_every must be >= 0, got {full_eval_every}")
         self.full_eval_every = int(full_eval_every)
@@ -190,7 +167,13 @@ class _Core:
         self.changes: list[Change] = []
         self.version = 0
         self.dirty = False
+        self.recorder = recorder
+        self.lesson: Lesson | None = lesson      # played from the end of _prepare on
+        self.player: LessonPlayer | None = None
+        self.lesson_base: tuple = ()            # the configs the lesson started from (what a reset goes back to)
         self._reset_bookkeeping()
+        if lesson is not None:
+            self.resolve_lesson(lesson)          # LessonError on the caller's thread
         self.state, self.message = "compiling", self._compiling_message()
         self.snapshot = self._build_snapshot()
         self.thread = threading.Thread(target=self._loop, name=f"khrbm-trainer-{next(_counter)}", daemon=True)
@@ -332,6 +315,7 @@ class _Core:
             self._publish()
         except Exception:  # noqa: BLE001
             log.exception("final snapshot failed")
+        self._tell("closed")
         with self.cv:
             self.handled = self.issued
             self.cv.notify_all()
@@ -348,6 +332,7 @@ class _Core:
             self._evaluate(full=True)
         self.state = "idle"
         self._settle(force_message=True)
+        self._restart_lesson()
         self._publish()
 
     def _set_state(self, state: str, message: str):
@@ -459,6 +444,8 @@ class _Core:
     def _advance(self):
         """One lockstep minibatch of every arm, then the checks, evaluations and snapshots it calls for
         (each kind within its share of the loop's time: :class:`_Budget`)."""
+        if self.player is not None and self.player.next_step == self.runs[0].step and self._play_lesson():
+            return
         t0 = time.perf_counter()
         n = 0
         for run in self.runs:
@@ -475,12 +462,12 @@ class _Core:
             self.window.popleft()
         self.since_publish += 1
         for i, run in enumerate(self.runs):
-            problem = _divergence(run)
+            problem = run.divergence()
             if problem:
                 self.running, self.steps_left = False, 0
                 self.window.clear()
                 prefix = f"arm {ARM_NAMES[i]}: " if len(self.runs) > 1 else ""
-                self._set_state("diverged", prefix + problem)
+                self._set_state("diverged", f"{prefix}{problem}; lower η or ε0 and Reset")
                 self._publish()
                 return
         run = self.runs[0]
@@ -587,8 +574,10 @@ class _Core:
 
     def _build_snapshot(self, keep_arms=False) -> Snapshot:
         arms = self.snapshot.arms if keep_arms else tuple(self._arm_snapshot(i, r) for i, r in enumerate(self.runs))
+        player = self.player
         return Snapshot(version=self.version, state=self.state, message=self.message, samples_per_s=self._rate(),
-                        changes=tuple(self.changes), arms=arms, notice=self.runs[0].dataset.notice, time=time.time())
+                        changes=tuple(self.changes), arms=arms, notice=self.runs[0].dataset.notice, time=time.time(),
+                        caption=player.caption if player else "", lesson=player.marks if player else ())
 
     def _publish(self, keep_arms=False):
         t0 = time.perf_counter()
@@ -602,10 +591,13 @@ class _Core:
         self.dirty = False
         self.since_publish = 0
         self.last_publish = time.monotonic()
+        self._tell("published", snap, self.save)
 
     # ----------------------------------------------------------------------------------------------
     # ops (run on the loop thread)
     def install(self, runs: list[Run], changes: list, message: str | None):
+        if self.recorder is not None:
+            self._tell("ending", self._build_snapshot(), self.save)
         self.runs = runs
         self.dataset = runs[0].dataset
         self.changes = list(changes)
@@ -620,6 +612,64 @@ class _Core:
         if message:
             self._settle(message=message)
             self._publish()
+
+    # ----------------------------------------------------------------------------------------------
+    # lessons and the recorder (loop thread)
+    def start_lesson(self, lesson: Lesson | None):
+        """Attach ``lesson`` (None: detach) at the current step: earlier events count as played, events due
+        now are applied at once. LessonError if it does not fit the runs."""
+        if lesson is None:
+            self.lesson, self.player = None, None
+        else:
+            self.lesson, self.player = lesson, LessonPlayer(self.resolve_lesson(lesson), self.runs[0].step)
+            if self.runs[0].step == 0 or not self.lesson_base:
+                self.lesson_base = tuple(r.config for r in self.runs)
+            self._play_lesson()
+        self.dirty = True
+
+    def resolve_lesson(self, lesson: Lesson) -> tuple:
+        run = self.runs[0]
+        return lesson.resolve([r.config for r in self.runs], run.batches_per_epoch,
+                              lambda cfg: check_ell(cfg, run.dataset))
+
+    def _restart_lesson(self):
+        """Replay the lesson on newly installed runs from their step (dropped, saying why, if it no longer fits)."""
+        if self.lesson is None:
+            return
+        try:
+            self.start_lesson(self.lesson)
+        except LessonError as exc:
+            self.lesson, self.player = None, None
+            self._set_state(self.state, f"lesson dropped: {exc}")
+
+    def _play_lesson(self) -> bool:
+        """Apply the lesson's events due at this step, as logged live changes; True if one pauses here."""
+        marks = self.player.due(self.runs[0].step)
+        for m in marks:
+            for i in range(len(self.runs)):
+                if m.set and m.arm in ("both", ARM_NAMES[i]):
+                    self._apply_update(i, m.set)
+                    with self.cv:
+                        pending = list(self.pending)
+                        pending[i] = pending[i].replace(**m.set)
+                        self.pending = tuple(pending)
+        self.dirty = self.dirty or bool(marks)
+        if not any(m.pause for m in marks):
+            return False
+        self.running, self.steps_left = False, 0
+        run = self.runs[0]
+        self._settle(message=f"lesson: paused at step {run.step} (epoch {run.epoch:.2f}) — press Start to go on")
+        self._publish()
+        return True
+
+    def _tell(self, hook: str, *args):
+        """Call the recorder's ``hook`` on the loop thread; what it raises is logged, never passed on."""
+        if self.recorder is None:
+            return
+        try:
+            getattr(self.recorder, hook)(*args)
+        except Exception:  # noqa: BLE001 - recording must never stop training
+            log.exception("the run recorder's %s failed", hook)
 
     def save(self, path) -> Path:
         if len(self.runs) == 1:
@@ -649,18 +699,23 @@ class Trainer:
     or by default (None) as often as SNAPSHOT_SHARE (1 %) of the loop's time allows; and at least every
     ``snapshot_interval`` seconds while running. :meth:`timing` says where the time went.
 
+    ``lesson``: a :class:`~khrbm.train.lesson.Lesson` to play (see :meth:`set_lesson`). ``recorder``: notified
+    of every publish, e.g. a :class:`khrbm.store.TrainerRecorder` that records the runs in the registry (see the
+    module docstring).
+
     The thread starts at construction (it compiles the kernels: state "compiling", then "idle") and ends
     at :meth:`close`, or when the Trainer is garbage-collected.
     """
 
     def __init__(self, config_a: RunConfig, config_b: RunConfig | None = None, *, dataset: Dataset | None = None,
                  snapshot_every: int | None = None, snapshot_interval: float = 0.5, probe_size: int = 16,
-                 full_eval_every: int = 1):
+                 full_eval_every: int = 1, lesson: Lesson | None = None, recorder=None):
         configs = check_pair(config_a, config_b)
         if dataset is not None and dataset.name != configs[0].dataset:
             raise ConfigError("dataset", f"the config asks for {configs[0].dataset!r} but the dataset given "
                                          f"is {dataset.name!r}")
-        self._core = _Core(configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every)
+        self._core = _Core(configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every,
+                           recorder, lesson)
         self._finalizer = weakref.finalize(self, self._core.close, 30.0)
 
     # --- reading -----------------------------------------------------------------------------------
@@ -685,6 +740,11 @@ class Trainer:
     @property
     def thread(self) -> threading.Thread:
         return self._core.thread
+
+    @property
+    def lesson(self) -> Lesson | None:
+        """The lesson being played (None without one); its progress is in ``snapshot.caption`` / ``.lesson``."""
+        return self._core.lesson
 
     # --- controls (queued; return at once) -------------------------------------------------------------
     def start(self):
@@ -718,7 +778,8 @@ class Trainer:
         """Change settings; live ones (config.LIVE_FIELDS) take effect at the next minibatch and are logged as
         :class:`Change`. ``epochs`` may change any time and applies to every arm. Other fields need a new
         model: :class:`ResetNeeded` once training has begun (or while it runs); before the first minibatch
-        they are applied at once by a reset with the changed config."""
+        they are applied at once by a reset with the changed config. After :meth:`close`, values are still
+        checked (ConfigError), then RuntimeError says the trainer is closed."""
         core = self._core
         if not changes:
             return
@@ -744,8 +805,6 @@ class Trainer:
             return
         shared = {k: v for k, v in changes.items() if k in TRAINER_FIELDS}
         with core.cv:
-            if core.closing:
-                return
             new, queued = list(core.pending), []
             for i in range(len(new)):
                 mine = dict(changes) if i in targets else dict(shared)
@@ -753,6 +812,8 @@ class Trainer:
                     new[i] = new[i].replace(**mine)
                     check_ell(new[i], core.dataset)
                     queued.append(("update", i, mine))
+            if core.closing:          # checked after the values, so that a bad value is refused either way
+                raise RuntimeError("the trainer is closed")
             core.queue.extend(queued)
             core.issued += len(queued)
             core.pending = tuple(new)
@@ -760,13 +821,14 @@ class Trainer:
 
     # --- operations carried out by the loop (return when done) ------------------------------------------
     def reset(self, seed: int | None = None, config_a: RunConfig | None = None, config_b=...):
-        """New model(s) from step 0; state "idle". Defaults: the current configs (live changes included).
+        """New model(s) from step 0; state "idle". Defaults: the current configs (live changes included), or
+        while a lesson plays the configs it started from (so the lesson replays as before).
         ``seed`` replaces the seed of every arm. ``config_b``: ``...`` keeps the current arms (B takes A's
         model fields if ``config_a`` is given), None drops arm B, a RunConfig sets it. Clears the change log."""
         core = self._core
         if core.closing:
             raise RuntimeError("the trainer is closed")
-        current = core.pending
+        current = core.lesson_base if core.lesson is not None and core.lesson_base else core.pending
         a = config_a if config_a is not None else current[0]
         if config_b is ...:
             b = current[1] if len(current) == 2 else None
@@ -783,6 +845,15 @@ class Trainer:
             core.pending = configs
         core.submit(lambda: core.install(runs, [], None), clear_control=True)
         return core.snapshot
+
+    def set_lesson(self, lesson: Lesson | None) -> Snapshot:
+        """Play ``lesson`` from the current step (None: stop playing one). Events before the current step count
+        as played; those due now apply at once (a lesson attached at step 0 shows its first caption before
+        Start). A reset replays it from its start. LessonError (one line naming the event) if it does not fit
+        the runs, e.g. an event after the last epoch or a setting out of range for an arm."""
+        core = self._core
+        core.submit(lambda: core.start_lesson(lesson))
+        return self.sync()
 
     def save_checkpoint(self, path) -> Path:
         """Write the state of every arm to ``path`` atomically (between two minibatches); returns the path."""
