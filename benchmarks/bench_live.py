@@ -13,7 +13,7 @@ machine load hits all of them alike):
 * **trainer**: :class:`khrbm.train.trainer.Trainer` with its defaults (evaluation and snapshot budgets,
   probe reconstructions), from ``start()`` to ``finished`` (its step-0 point is taken before), with a
   reader polling the snapshot every 0.4 s like the app;
-* **cli**: ``python -m khrbm train`` in a subprocess for each arm, end to end: start-up, data loading,
+* **cli**: ``python -m khrbm train --no-registry`` in a subprocess for each arm, end to end: start-up, data loading,
   kernel cache, the step-0 point, then per epoch the training, a full point (all 10,000 validation images
   + the fixed training sample) and a checkpoint. Its *per-epoch* rate comes from the times its epoch
   summaries appear (epoch 1 → last, so at least 2 epochs); the one-off start-up is reported apart.
@@ -120,7 +120,8 @@ def time_cli(cfgs, out_dir: Path) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = out_dir / f"arm{i}.json"
         cfg_path.write_text(cfg.to_json())
-        cmd = [sys.executable, "-m", "khrbm", "train", "--config", str(cfg_path), "--out", str(out), "--no-progress"]
+        cmd = [sys.executable, "-m", "khrbm", "train", "--config", str(cfg_path), "--out", str(out), "--no-progress",
+               "--no-registry"]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
         stamps = []
