@@ -128,7 +128,7 @@ class Run:
                                      self.config.probe_trials, chain)
             self.xi_history.append({"step": self.step, "ratio": ratio, "cosine": cosine})
         result = self.stepper.step(self.params, X, st, key, chain)
-        self._step_norm = getattr(self.stepper, "params_norm", None)   # ‖θ‖₂ from the step itself, if it gives it
+        self._step_norm = getattr(self.stepper, "params_norm", None)   # ‖θ‖₂ from the step, if it says
         if st.persistent:
             self.chain = result.chain           # the stepper hands over a fresh array
         if result.ranked is not None:

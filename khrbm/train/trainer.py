@@ -563,7 +563,8 @@ class _Core:
             probe_input=self.probe_input, probe_recon=readonly(recon),
             history=self._columns(self._hist_cache, i, run, run.history, HISTORY_KEYS, True),
             xi=self._columns(self._xi_cache, i, run, run.xi_history, XI_KEYS, False),
-            counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b, checksum=crc,
+            counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b,
+            checksum=crc,
             n_labels=run.n_labels, batches_per_epoch=run.batches_per_epoch, mode_counts=mode_counts)
 
     def _rate(self) -> float:
@@ -687,8 +688,8 @@ class Trainer:
 
     ``dataset``: an already loaded :class:`~khrbm.data.Dataset` (else ``load_dataset(config_a.dataset)``),
     shared by the arms. ``snapshot_every``: publish every n minibatches (default None: within
-    SNAPSHOT_SHARE of the loop's time), and at least every ``snapshot_interval`` seconds while running. ``probe_size``: the first n validation images whose
-    reconstructions the snapshots carry.
+    SNAPSHOT_SHARE of the loop's time), and at least every ``snapshot_interval`` seconds while running.
+    ``probe_size``: the first n validation images whose reconstructions the snapshots carry.
 
     Metric points: the full validation set (plus the fixed sample of ``eval_size`` training images) at step 0,
     at the end of training and at every ``full_eval_every``-th epoch end (0: none between) as long as these
