@@ -1,0 +1,148 @@
+"""How long a sweep will take, measured here before it starts, so that a person knows what they start.
+
+Runs that cost the same per minibatch form a *speed class* (their config with the seed, schedule and KH
+strengths set to the defaults). For each class a short calibration, on one thread as in a sweep worker, times
+a few minibatches with KH on and off, one evaluation exactly as the training loop makes it, and one ξ-probe
+trial when the class probes. A run's time is then
+
+    batches/epoch × (KH epochs × t_KH + plain epochs × t_plain) + evaluations × t_eval + probes × trials × t_trial
+
+over the epochs it still has to go (KH is active for epoch < S only), and the wall time on W workers is the
+longest-first greedy schedule of those times. Calibrations are kept in ``calibration.json`` in the sweep folder.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import FIELD, RunConfig
+
+# fields that do not change the cost of a minibatch (KH's ε only matters through whether it is > 0)
+NOT_SPEED = ("seed", "epochs", "horizon", "eps0", "delta", "radius", "lr", "label_sampling", "probe_every",
+             "probe_trials", "init")
+CALIBRATION = "calibration.json"
+
+
+def speed_class(cfg: RunConfig) -> RunConfig:
+    return cfg.replace(**{name: FIELD[name].default for name in NOT_SPEED})
+
+
+def class_key(cfg: RunConfig) -> str:
+    return json.dumps(speed_class(cfg).to_dict(), sort_keys=True)
+
+
+def measure(cls: RunConfig, batches: int = 8) -> dict:
+    """Seconds per minibatch with KH on (``kh``) and off (``plain``), per evaluation (``eval``) and per ξ-probe
+    trial (``trial``), of speed class ``cls``, on one Numba thread."""
+    import numba
+
+    from ..core.probe import xi_probe
+    from ..train.run import Run
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        run = Run(cls)
+        warmup = getattr(run.stepper, "warmup", None)
+        if warmup:
+            warmup()
+
+        def per_batch() -> float:
+            run.train_batch()
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                run.train_batch()
+            return (time.perf_counter() - t0) / batches
+
+        seconds = {"kh": per_batch() if cls.kh_mode != "off" else None}
+        t0 = time.perf_counter()
+        run.evaluate()
+        seconds["eval"] = time.perf_counter() - t0
+        idx = run.batch_indices(run.step)
+        X = run.visible(run.dataset.x_train[idx], run.dataset.y_train[idx])
+        if cls.kh_mode != "off":
+            xi_probe(X, run.params, run.settings(), 1, 1)        # the first call pays one-off costs
+            t0 = time.perf_counter()
+            xi_probe(X, run.params, run.settings(), 1, 2)
+            seconds["trial"] = (time.perf_counter() - t0) / 2
+        run.update(kh_mode="off")
+        seconds["plain"] = per_batch()
+        seconds["batches_per_epoch"] = run.batches_per_epoch
+        return seconds
+    finally:
+        numba.set_num_threads(threads)
+
+
+def calibrate(configs, folder: Path | None = None, log=None) -> dict[str, dict]:
+    """{:func:`class_key`: :func:`measure`} for every class among ``configs``, reusing ``folder/calibration.json``;
+    None for a class whose run cannot even start."""
+    path = Path(folder) / CALIBRATION if folder else None
+    known = json.loads(path.read_text()) if path and path.exists() else {}
+    classes = {class_key(c): speed_class(c) for c in configs}
+    missing = [k for k in classes if k not in known]
+    for i, key in enumerate(missing):
+        if log:
+            log(f"calibrating speed class {i + 1}/{len(missing)}…")
+        try:
+            known[key] = measure(classes[key])
+        except Exception:        # noqa: BLE001 - such a run fails at once in the sweep, which records why
+            known[key] = None
+    if path and missing:
+        path.write_text(json.dumps(known, indent=1) + "\n")
+    return known
+
+
+def run_seconds(cfg: RunConfig, seconds: dict, epochs_done: float = 0.0) -> float:
+    """Projected seconds for ``cfg`` to go from ``epochs_done`` to its last epoch (see the module docstring);
+    0 for a run that cannot start (``seconds`` None)."""
+    if seconds is None:
+        return 0.0
+    left = max(cfg.epochs - epochs_done, 0.0)
+    kh_epochs = max(min(cfg.epochs, cfg.kh_horizon) - epochs_done, 0.0) if cfg.kh_mode != "off" and cfg.eps0 > 0 else 0.0
+    bpe = seconds["batches_per_epoch"]
+    total = bpe * (kh_epochs * (seconds["kh"] or 0.0) + (left - kh_epochs) * seconds["plain"])
+    total += (math.ceil(left) + (epochs_done == 0)) * seconds["eval"]
+    if cfg.probe_every and kh_epochs:
+        total += kh_epochs * bpe / cfg.probe_every * cfg.probe_trials * seconds["trial"]
+    return total
+
+
+@dataclass(frozen=True)
+class Projection:
+    runs: int                # runs still to go
+    work_seconds: float      # their summed projected time
+    run_seconds: tuple       # each one's
+
+    def wall_seconds(self, workers: int) -> float:
+        """Longest-first greedy schedule of the runs on ``workers`` workers."""
+        loads = [0.0] * max(int(workers), 1)
+        for t in sorted(self.run_seconds, reverse=True):
+            loads[loads.index(min(loads))] += t
+        return max(loads)
+
+    def describe(self, workers: int, also: int = 10) -> str:
+        if not self.runs:
+            return "projected: nothing to run (every run is done)"
+        more = f"; on {also} such workers ~{fmt_duration(self.wall_seconds(also))}" if also != workers else ""
+        return (f"projected: {self.runs} runs to go, {fmt_duration(self.work_seconds)} of single-core work → "
+                f"~{fmt_duration(self.wall_seconds(workers))} wall on {workers} workers{more} "
+                f"(calibrated on this machine, one thread per run)")
+
+
+def project(todo: dict[str, RunConfig], calibration: dict[str, dict], epochs_done: dict[str, float]) -> Projection:
+    times = tuple(run_seconds(c, calibration[class_key(c)], epochs_done.get(k, 0.0))
+                  for k, c in todo.items())
+    return Projection(len(times), sum(times), times)
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
