@@ -82,12 +82,13 @@ def execute(configs, args, run_sweep, **options) -> int:
 
     workers = args.workers or (None if args.scheduler else local_workers())
 
-    def announce(plan, todo):
+    def announce(plan, todo, client):
         done = {r["run"]: r["epochs_done"] for r in _started_rows(args.out, plan)}
-        calibration = projection.calibrate([plan[k] for k in todo], args.out, log=_log)
+        calibration = projection.calibrate([plan[k] for k in todo], args.out, client, log=_log)
         proj = projection.project({k: plan[k] for k in todo}, calibration, done)
+        n_workers = sum(client.nthreads().values()) if client is not None else (workers or 1)
         _log(f"{len(plan)} runs in {args.out} ({len(plan) - len(todo)} already done or failed)")
-        _log(proj.describe(workers or 1))
+        _log(proj.describe(n_workers))
         if args.dry_run:
             raise _DryRun
 

@@ -1,7 +1,7 @@
 """How long a sweep will take, measured here before it starts, so that a person knows what they start.
 
 Runs that cost the same per minibatch form a *speed class* (their config with the seed, schedule and KH
-strengths set to the defaults). For each class a short calibration, on one thread as in a sweep worker, times
+strengths set to the defaults). For each class a short calibration, on a sweep worker (one thread), times
 a few minibatches with KH on and off, one evaluation exactly as the training loop makes it, and one ξ-probe
 trial when the class probes. A run's time is then
 
@@ -34,7 +34,7 @@ def class_key(cfg: RunConfig) -> str:
     return json.dumps(speed_class(cfg).to_dict(), sort_keys=True)
 
 
-def measure(cls: RunConfig, batches: int = 8) -> dict:
+def measure(cls: RunConfig, batches: int = 5) -> dict:
     """Seconds per minibatch with KH on (``kh``) and off (``plain``), per evaluation (``eval``) and per ξ-probe
     trial (``trial``), of speed class ``cls``, on one Numba thread."""
     import numba
@@ -76,20 +76,27 @@ def measure(cls: RunConfig, batches: int = 8) -> dict:
         numba.set_num_threads(threads)
 
 
-def calibrate(configs, folder: Path | None = None, log=None) -> dict[str, dict]:
-    """{:func:`class_key`: :func:`measure`} for every class among ``configs``, reusing ``folder/calibration.json``;
-    None for a class whose run cannot even start."""
+def measure_or_none(class_json: str) -> dict | None:
+    """:func:`measure` of a speed class given as JSON (a Dask task), or None if its run cannot even start."""
+    try:
+        return measure(RunConfig.from_json(class_json))
+    except Exception:        # noqa: BLE001 - such a run fails at once in the sweep, which records why
+        return None
+
+
+def calibrate(configs, folder: Path | None = None, client=None, log=None) -> dict[str, dict | None]:
+    """{:func:`class_key`: :func:`measure`} for every class among ``configs``, on the Dask ``client``'s workers
+    (in parallel, in the runs' own environment) or else here; reuses and updates ``folder/calibration.json``."""
     path = Path(folder) / CALIBRATION if folder else None
     known = json.loads(path.read_text()) if path and path.exists() else {}
-    classes = {class_key(c): speed_class(c) for c in configs}
-    missing = [k for k in classes if k not in known]
-    for i, key in enumerate(missing):
-        if log:
-            log(f"calibrating speed class {i + 1}/{len(missing)}…")
-        try:
-            known[key] = measure(classes[key])
-        except Exception:        # noqa: BLE001 - such a run fails at once in the sweep, which records why
-            known[key] = None
+    missing = {class_key(c): speed_class(c).to_json() for c in configs}
+    missing = {k: v for k, v in missing.items() if k not in known}
+    if missing and log:
+        log(f"calibrating {len(missing)} speed classes ({'on the workers' if client else 'here'})…")
+    if client is not None:
+        known.update(zip(missing, client.gather(client.map(measure_or_none, list(missing.values()), pure=False))))
+    else:
+        known.update({k: measure_or_none(v) for k, v in missing.items()})
     if path and missing:
         path.write_text(json.dumps(known, indent=1) + "\n")
     return known

@@ -339,28 +339,33 @@ def _epochs_done(rows: list[dict]) -> float:
 
 
 def run_sweep(configs: Iterable[RunConfig], out: str | Path, scheduler: str | None = None,
-              workers: int | None = None, keep_every: int = 0, retry_failed: bool = False,
+              workers: int | None = None, keep_every: int | dict = 0, retry_failed: bool = False,
               progress: bool = True, refresh: float = 30.0, before_start=None) -> list[dict]:
     """Run every config not yet done into ``out`` and return the table (also written to ``out``).
 
-    ``before_start(plan, todo)`` is called once the plan is known and before any worker starts (for the
-    projection). The table is rewritten when a run ends and every ``refresh`` seconds while runs go on."""
+    ``keep_every`` (n, or {run key: n}) keeps a copy of a run's checkpoint every n epochs.
+    ``before_start(plan, todo, client)`` is called once the plan is known and the cluster is up, before any run
+    starts (for the projection). The table is rewritten when a run ends and every ``refresh`` seconds while
+    runs go on."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_runs(configs)
     write_plan(out, plan)
     skip = {"done"} if retry_failed else {"done", "failed"}
     todo = [k for k in plan if run_status(run_folder(out, k)) not in skip]
-    if before_start:
-        before_start(plan, todo)
     rows = collect_table(out, plan)
     write_table(out, rows)
     if not todo:
+        if before_start:
+            before_start(plan, todo, None)
         return rows
     total_epochs = sum(c.epochs for c in plan.values())
-    bar = _bar(len(plan), len(plan) - len(todo)) if progress else None
     with connect(scheduler, workers) as client:
-        futures = {client.submit(train_folder, plan[k].to_json(), str(run_folder(out, k)), keep_every,
+        if before_start:
+            before_start(plan, todo, client)
+        bar = _bar(len(plan), len(plan) - len(todo)) if progress else None
+        keep = keep_every if isinstance(keep_every, dict) else dict.fromkeys(plan, keep_every)
+        futures = {client.submit(train_folder, plan[k].to_json(), str(run_folder(out, k)), keep.get(k, 0),
                                  key=f"khrbm-run-{k}", pure=False): k for k in todo}
         pending, last = set(futures), time.monotonic()
         try:
