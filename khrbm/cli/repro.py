@@ -47,7 +47,9 @@ def run(args) -> int:
         wall = time.perf_counter() - t0
         if args.dry_run or code not in (0, 1):
             return code
+    t0 = time.perf_counter()
     summary = report.build(args.out, args.target, args.budget, args.seeds, wall)
+    print(f"report built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     for t in summary["targets"].values():
         for c in t["claims"]:
             print(f"[{c['target']}] {c['verdict'].upper()}: {c['text']}", file=sys.stderr)

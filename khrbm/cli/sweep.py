@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from ..config import FIELD, ConfigError, RunConfig
@@ -78,13 +79,17 @@ def run(args) -> int:
 def execute(configs, args, run_sweep, **options) -> int:
     """Project, then run (or with --dry-run only project) the sweep; exit 1 if a run failed, 130 on Ctrl-C."""
     from ..experiments import projection
+    from ..experiments.projection import fmt_duration
     from ..experiments.sweep import SweepError, local_workers
 
     workers = args.workers or (None if args.scheduler else local_workers())
+    t_start = time.perf_counter()
 
     def announce(plan, todo, client):
         done = {r["run"]: r["epochs_done"] for r in _started_rows(args.out, plan)}
+        t0 = time.perf_counter()
         calibration = projection.calibrate([plan[k] for k in todo], args.out, client, log=_log)
+        _log(f"calibration took {time.perf_counter() - t0:.0f} s")
         proj = projection.project({k: plan[k] for k in todo}, calibration, done)
         n_workers = sum(client.nthreads().values()) if client is not None else (workers or 1)
         _log(f"{len(plan)} runs in {args.out} ({len(plan) - len(todo)} already done or failed)")
@@ -105,7 +110,8 @@ def execute(configs, args, run_sweep, **options) -> int:
         return 130
     failed = sorted({r["run"] for r in rows if r["status"] == "failed"})
     n_runs = len({r["run"] for r in rows})
-    _log(f"{n_runs - len(failed)} of {n_runs} runs done; table: {args.out / 'table.csv'}"
+    _log(f"{n_runs - len(failed)} of {n_runs} runs done in {fmt_duration(time.perf_counter() - t_start)}; "
+         f"table: {args.out / 'table.csv'}"
          + (f"; failed: {', '.join(failed)} (errors in the table and in runs/KEY/failed.json)" if failed else ""))
     return 1 if failed else 0
 

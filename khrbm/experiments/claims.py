@@ -302,7 +302,7 @@ def _check_fig2(table, budget, extra):
     c = compare(cos, dict.fromkeys(cos, 0.0), "lower")
     m, se, n = mean_se(list(cos.values()))
     claims.append(Claim("fig2", "the cosine between the RBM gradient ∇L and the KH contribution ξ is negative",
-                        c.verdict, f"mean cosine {m:+.4f} ± {se:.4f} over {n} {over}.", "small and negative"))
+                        c.verdict, f"mean cosine {m:+.4f} ± {se:.4f} (n = {n} {over}).", "small and negative"))
     d = compare(late, early, "lower")
     claims.append(Claim("fig2", "|ξ| / |∇L| decays over the KH window (last third below first third)", d.verdict,
                         f"first third {_stat(early)} vs last third {_stat(late)}, {d.describe()}.",

@@ -132,7 +132,7 @@ class Projection:
 
     def describe(self, workers: int, also: int = 10) -> str:
         if not self.runs:
-            return "projected: nothing to run (every run is done)"
+            return "projected: nothing to run (every run is done or failed; --retry-failed runs failed ones again)"
         more = f"; on {also} such workers ~{fmt_duration(self.wall_seconds(also))}" if also != workers else ""
         return (f"projected: {self.runs} runs to go, {fmt_duration(self.work_seconds)} of single-core work → "
                 f"~{fmt_duration(self.wall_seconds(workers))} wall on {workers} workers{more} "

@@ -58,13 +58,14 @@ def likelihoods(out: Path, table, budget: repro.Budget) -> dict:
 # --------------------------------------------------------------------------------------------------
 # figures per target
 # --------------------------------------------------------------------------------------------------
-def _rows(table, target, budget):
+def target_rows(table, target: str, budget):
+    """The rows of the finished runs of ``target`` in a sweep table (a DataFrame)."""
     import pandas as pd
-    parts = [checks.select(table, v, budget, target) for v in repro.target_variants(target, budget)]
-    return pd.concat(parts) if parts else table.iloc[:0]
+    return pd.concat([checks.select(table, v, budget, target) for v in repro.target_variants(target, budget)])
 
 
-def _first_seed_folder(out, table, variant, budget, target):
+def first_seed_folder(out, table, variant: dict, budget, target: str) -> Path | None:
+    """The folder of the finished run with the lowest seed of one setting of ``target``."""
     rows = checks.select(table, variant, budget, target)
     if rows.empty:
         return None
@@ -73,7 +74,7 @@ def _first_seed_folder(out, table, variant, budget, target):
 
 def figures(target: str, out: Path, table, budget, numbers: dict) -> list[tuple[str, object]]:
     """[(name, HoloViews object)] of a target; the name is its PNG's stem."""
-    rows = _rows(table, target, budget)
+    rows = target_rows(table, target, budget)
     if target == "table1":
         return [("table1", viz.table1(numbers["cells"]))]
     if target == "fig2":
@@ -82,7 +83,7 @@ def figures(target: str, out: Path, table, budget, numbers: dict) -> list[tuple[
         figs = [("fig3_mse", viz.curves(rows, "val_mse", ("init", "kh_mode"), title="Fig. 3a: validation MSE, M = 100, CD-1")),
                 ("fig3_ce", viz.curves(rows, "val_ce", ("init", "kh_mode"), title="Fig. 3b: validation cross-entropy"))]
         kh_std = repro.target_variants("fig3", budget)[1]
-        folder = _first_seed_folder(out, table, kh_std, budget, "fig3")
+        folder = first_seed_folder(out, table, kh_std, budget, "fig3")
         if folder:
             figs.append(("competition", viz.competition(folder / "checkpoint.npz")))
         return figs
@@ -98,7 +99,7 @@ def figures(target: str, out: Path, table, budget, numbers: dict) -> list[tuple[
         figs = [("overlap", viz.estimates(items, "receptive-field overlap", "Receptive-field overlap after training "
                                           "(black diamonds: the paper)"))]
         for v in repro.target_variants("overlap", budget):
-            folder = _first_seed_folder(out, table, v, budget, "overlap")
+            folder = first_seed_folder(out, table, v, budget, "overlap")
             kept = sorted((folder / "checkpoints").glob("epoch-*.npz")) if folder else []
             if kept:
                 name = viz.describe({"kh_mode": v["kh_mode"]})
