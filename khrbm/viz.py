@@ -239,7 +239,7 @@ def mosaic(W: np.ndarray, n_pixels: int | None = None, image_shape=IMAGE_SHAPE, 
                     label=title or f"receptive fields ({shown})")
     common = {"cmap": "RdBu_r", "clim": (-1, 1), "xaxis": None, "yaxis": None, "colorbar": True,
               "clipping_colors": {"NaN": "#f2f2f2"}}
-    return _both(image, {"Image": {**common, "frame_width": 300, "frame_height": max(60, round(300 * h / w))}},
+    return _both(image, {"Image": {**common, "width": 400, "height": max(100, round(300 * h / w) + 50)}},
                  {"Image": {**common, "fig_size": 150}})
 
 
@@ -265,7 +265,7 @@ def competition(checkpoint, image_shape=IMAGE_SHAPE, title: str = "") -> hv.Layo
         h, w = image_shape
         common = {"cmap": "viridis", "colorbar": True, "xaxis": None, "yaxis": None}
         panels = [_both(hv.Image(img, bounds=(0, 0, w, h), vdims=[hv.Dimension("count")], label=lab),
-                        {"Image": {**common, "frame_width": 220, "frame_height": 220}}, {"Image": common})
+                        {"Image": {**common, "width": 320, "height": 270}}, {"Image": common})
                   for img, lab in ((win_img, "wins (+1) per pixel"), (inh_img, "inhibited (-Δ) per pixel"))]
     else:
         units = np.arange(len(wins))

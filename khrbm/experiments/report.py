@@ -73,8 +73,10 @@ def first_seed_folder(out, table, variant: dict, budget, target: str) -> Path | 
 
 
 def figures(target: str, out: Path, table, budget, numbers: dict) -> list[tuple[str, object]]:
-    """[(name, HoloViews object)] of a target; the name is its PNG's stem."""
+    """[(name, HoloViews object)] of a target (none before any of its runs finished); the name is its PNG's stem."""
     rows = target_rows(table, target, budget)
+    if rows.empty:
+        return []
     if target == "table1":
         return [("table1", viz.table1(numbers["cells"]))]
     if target == "fig2":
@@ -196,10 +198,12 @@ def write_html(path: Path, summary: dict, sections, hv) -> None:
             "does, and is <i>inconclusive at this budget</i> otherwise.</p>")
     parts = [pn.pane.HTML(head, sizing_mode="stretch_width")]
     for target, found, objs in sections:
-        parts.append(pn.pane.HTML(f'<h2 id="{target}">{html.escape(TITLES[target])}</h2><ul>'
+        waiting = "" if objs else "<p>No run of this target has finished yet.</p>"
+        parts.append(pn.pane.HTML(f'<h2 id="{target}">{html.escape(TITLES[target])}</h2>{waiting}<ul>'
                                   + "".join(_verdict_html(c) for c in found) + "</ul>", sizing_mode="stretch_width"))
         parts += [pn.panel(obj, backend="bokeh", linked_axes=False, widget_location="bottom") for obj in objs]
-    pn.Column(*parts, width=1100).save(str(path), resources=INLINE, embed=True, title="khrbm repro report")
+    pn.Column(*parts, width=1100).save(str(path), resources=INLINE, embed=True, title="khrbm repro report",
+                                       progress=False)
     path.write_text(inline_panel_styles(path.read_text()))
 
 
