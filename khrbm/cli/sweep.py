@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,7 @@ def execute(configs, args, run_sweep, **options) -> int:
         if args.dry_run:
             raise _DryRun
 
+    signal.signal(signal.SIGTERM, _terminate)        # `kill PID` stops the sweep like Ctrl-C: resumable
     try:
         rows = run_sweep(configs, args.out, scheduler=args.scheduler, workers=workers,
                          progress=not args.no_progress, before_start=announce, **options)
@@ -114,6 +116,10 @@ def execute(configs, args, run_sweep, **options) -> int:
          f"table: {args.out / 'table.csv'}"
          + (f"; failed: {', '.join(failed)} (errors in the table and in runs/KEY/failed.json)" if failed else ""))
     return 1 if failed else 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 class _DryRun(Exception):

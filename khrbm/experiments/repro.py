@@ -66,11 +66,11 @@ BUDGETS = {
                     note="the paper's protocol: 60,000 training images, 10,000 validation (test) images, 500 epochs; "
                          "10 seeds per setting (the paper's averages are over ten runs; Table I's seed count is not "
                          "stated), one run for Fig. 2 ('a typical training run'), 5 for the likelihood (not in the paper)"),
-    "quick": Budget("quick", 10_000, 5_000, {"default": 30, "table1": 15, "fig5": 15, "likelihood": 20},
+    "quick": Budget("quick", 10_000, 5_000, {"default": 30, "table1": 10, "fig5": 15, "likelihood": 20},
                     {"default": 3, "table1": 2, "fig2": 2}, probe_trials=100, probes_per_epoch=2,
                     probes_per_point=4, ais_betas=2000, ais_chains=50,
                     note="scaled down to finish each target in ≤ 30 min on 2 cores: 10,000 training and 5,000 "
-                         "validation images, 15-30 epochs, 2-3 seeds, probes of 100 trials"),
+                         "validation images, 10-30 epochs, 2-3 seeds, probes of 100 trials"),
     "smoke": Budget("smoke", 500, 200, {"default": 2}, {"default": 2, "table1": 1, "fig4": 1, "fig5": 1, "fig2": 1},
                     probe_trials=3, probes_per_epoch=2, probes_per_point=2, ais_betas=100, ais_chains=16,
                     note="a check that every part runs (CI): 500 training and 200 validation images, 2 epochs, 1-2 "

@@ -324,9 +324,11 @@ def connect(scheduler: str | None = None, workers: int | None = None):
         with client:
             yield client
         return
+    # no dashboard; the scheduler's HTTP endpoint on a free port (its default, 8787, may be taken)
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), \
             LocalCluster(n_workers=workers or local_workers(), threads_per_worker=1, processes=True,
-                         dashboard_address=None, silence_logs=logging.ERROR, env=WORKER_ENV) as cluster, \
+                         dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                         silence_logs=logging.ERROR, env=WORKER_ENV) as cluster, \
             Client(cluster) as client:
         yield client
 
