@@ -94,17 +94,17 @@ def _sized(obj, legend: bool = True):
                        "Spread": {"line_alpha": 0, "fill_alpha": 0.22},
                        "Overlay": {**BOKEH_SIZE, "legend_position": "top_right", "show_legend": legend}},
                  {"Curve": {"linewidth": 2}, "Spread": {"alpha": 0.22, "linewidth": 0},
-                  "Overlay": {"fig_size": 160, "aspect": 1.7, "legend_position": "top_right", "show_legend": legend}})
+                  "Overlay": {"fig_size": 250, "aspect": 1.3, "legend_position": "right", "show_legend": legend}})
 
 
 # --------------------------------------------------------------------------------------------------
 # curves over epochs
 # --------------------------------------------------------------------------------------------------
 def curves(table, y: str = "val_mse", by: Sequence[str] = ("kh_mode",), x: str = "epoch", title: str = "",
-           scale: float = 1.0, marks: Iterable[float] = ()) -> hv.Overlay:
+           scale: float = 1.0, marks: Iterable[float] = (), logy: bool = False) -> hv.Overlay:
     """``y`` against ``x``: per group of runs (the ``by`` config fields) the mean over the runs (seeds) and a
     band of ± one standard error. ``scale`` multiplies ``y`` (e.g. 100 for accuracy in %); ``marks`` are
-    dotted vertical lines (e.g. Fig. 4's ends of the KH windows)."""
+    dotted vertical lines (e.g. Fig. 4's ends of the KH windows); ``logy`` draws y on a log scale."""
     layers = []
     for i, (values, sub) in enumerate(_groups(table, by)):
         stats = sub.groupby(x)[y].agg(lambda s: mean_se(s * scale))
@@ -121,7 +121,10 @@ def curves(table, y: str = "val_mse", by: Sequence[str] = ("kh_mode",), x: str =
                       .opts(color=color).opts(color=color, backend="matplotlib"))
     layers += [hv.VLine(float(v)).opts(color="#555555", line_dash="dotted", backend="bokeh")
                .opts(color="#555555", linestyle=":", backend="matplotlib") for v in marks]
-    return _titled(_sized(hv.Overlay(layers)), title)
+    overlay = _sized(hv.Overlay(layers))
+    if logy:
+        overlay = _both(overlay, {"Overlay": {"logy": True}}, {"Overlay": {"logy": True}})
+    return _titled(overlay, title)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,7 +179,8 @@ def weighted_mean(values, weights) -> float:
 # --------------------------------------------------------------------------------------------------
 # tables beside the paper
 # --------------------------------------------------------------------------------------------------
-def table1(cells: list[dict], title: str = "Table I: max validation accuracy (%) of the cRBM") -> hv.Table:
+def table1(cells: list[dict], title: str = "Table I: max validation accuracy (%) of the cRBM; T: seconds per "
+                                          "60,000-image training epoch (here: one thread)") -> hv.Table:
     """Table I as measured beside the paper: ``cells`` are dicts with keys method, M, init, ours (mean), se, n,
     paper, t_epoch (measured seconds per 60,000-image epoch, training only, one thread) and paper_t; a row each."""
     def fmt(c):
@@ -214,7 +218,7 @@ def estimates(items: list[dict], ylabel: str, title: str, reference: float | Non
                       .opts(color="#555555", linestyle="--", backend="matplotlib"))
     return _both(hv.Overlay(layers), {"Overlay": {"width": 560, "height": 300, "title": title,
                                                   "legend_position": "bottom_right"}, "ErrorBars": {"xrotation": 12}},
-                 {"Overlay": {"fig_size": 160, "aspect": 1.7, "title": title}})
+                 {"Overlay": {"fig_size": 220, "aspect": 1.7, "title": title}})
 
 
 # --------------------------------------------------------------------------------------------------

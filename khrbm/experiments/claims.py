@@ -155,9 +155,9 @@ def check(target: str, table, budget, extra: dict | None = None) -> tuple[list[C
     return globals()[f"_check_{target}"](table, budget, extra or {})
 
 
-def _arms(table, budget, target, task, m, init, k=1, **extra):
-    plain, td = repro._pair(task, m, init, k)
-    return select(table, {**plain, **extra}, budget, target), select(table, {**td, **extra}, budget, target)
+def _arms(table, budget, target, task, m, init, k=1):
+    """The rows of the plain and the KH_TD runs of one setting."""
+    return tuple(select(table, v, budget, target) for v in repro.pair(task, m, init, k))
 
 
 def _check_table1(table, budget, extra):
@@ -166,9 +166,9 @@ def _check_table1(table, budget, extra):
         for init in ("lecun", "std"):
             for k in (1, 10):
                 rows = _arms(table, budget, "table1", "classification", m, init, k)
-                accs = [per_seed(r, "max", "accuracy") for r in rows]
+                accs = [{s: 100 * v for s, v in per_seed(r, "max", "accuracy").items()} for r in rows]   # in %
                 for kh, acc, r in zip((False, True), accs, rows):
-                    mean, se, n = mean_se([100 * v for v in acc.values()])
+                    mean, se, n = mean_se(list(acc.values()))
                     sps = r.groupby("run")["samples_per_second"].first()
                     cells.append({"method": f"{'KH_TD-' if kh else ''}CD{k}", "M": m, "init": init, "ours": mean,
                                   "se": se, "n": n, "paper": PAPER_TABLE1[(k, kh, m, init)],
@@ -176,7 +176,7 @@ def _check_table1(table, budget, extra):
                                   "paper_t": PAPER_T[(k, kh, m)]})
                 c = compare(accs[1], accs[0], "higher")
                 claims.append(Claim("table1", f"KH_TD-CD{k} beats CD{k} in max validation accuracy (M = {m}, {init} init)",
-                                    c.verdict, f"KH_TD {_stat(accs[1], 100, '.2f')} % vs plain {_stat(accs[0], 100, '.2f')} %, "
+                                    c.verdict, f"KH_TD {_stat(accs[1], 1, '.2f')} % vs plain {_stat(accs[0], 1, '.2f')} %, "
                                     f"{c.describe('.2f')} pp.",
                                     f"{PAPER_TABLE1[(k, True, m, init)]} % vs {PAPER_TABLE1[(k, False, m, init)]} %"))
     return claims, {"cells": cells}

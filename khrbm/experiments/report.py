@@ -82,8 +82,10 @@ def figures(target: str, out: Path, table, budget, numbers: dict) -> list[tuple[
     if target == "fig2":
         return [("fig2", viz.fig2(rows, per_point=budget.probes_per_point))]
     if target == "fig3":
-        figs = [("fig3_mse", viz.curves(rows, "val_mse", ("init", "kh_mode"), title="Fig. 3a: validation MSE, M = 100, CD-1")),
-                ("fig3_ce", viz.curves(rows, "val_ce", ("init", "kh_mode"), title="Fig. 3b: validation cross-entropy"))]
+        figs = [("fig3_mse", viz.curves(rows, "val_mse", ("init", "kh_mode"), logy=True,
+                                          title="Fig. 3a: validation MSE, M = 100, CD-1")),
+                ("fig3_ce", viz.curves(rows, "val_ce", ("init", "kh_mode"), logy=True,
+                                         title="Fig. 3b: validation cross-entropy"))]
         kh_std = repro.target_variants("fig3", budget)[1]
         folder = first_seed_folder(out, table, kh_std, budget, "fig3")
         if folder:
@@ -91,7 +93,7 @@ def figures(target: str, out: Path, table, budget, numbers: dict) -> list[tuple[
         return figs
     if target == "fig4":
         ends = sorted({float(h) for h in rows["horizon"].dropna()})
-        return [("fig4", viz.curves(rows, "val_mse", ("kh_mode", "horizon"), marks=ends,
+        return [("fig4", viz.curves(rows, "val_mse", ("kh_mode", "horizon"), marks=ends, logy=True,
                                     title="Fig. 4: validation MSE for KH windows S (dotted: ends of the windows)"))]
     if target == "fig5":
         return [("fig5", viz.curves(rows, "accuracy", ("init", "kh_mode"), scale=100,
@@ -108,7 +110,7 @@ def figures(target: str, out: Path, table, budget, numbers: dict) -> list[tuple[
                 figs.append((f"mosaic_{v['kh_mode']}", viz.mosaics(kept, title=f"{name}, seed 1")))
         return figs
     if target == "shuffled":
-        return [("shuffled", viz.curves(rows, "val_mse", ("init", "kh_mode", "shuffle_xi"),
+        return [("shuffled", viz.curves(rows, "val_mse", ("init", "kh_mode", "shuffle_xi"), logy=True,
                                         title="Suppl. A: KH_TD against its shuffled-ξ control, validation MSE"))]
     if target == "likelihood":
         items = [{"label": name, **numbers[key]} for key, name in (("plain", "plain RBM"), ("kh_td", "KH_TD"))]

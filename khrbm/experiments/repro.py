@@ -97,13 +97,10 @@ def _runs(budget: Budget, target: str, variants: list[dict], seeds: int | None) 
     return configs
 
 
-def _pair(task: str, m: int, init: str, k: int = 1, modes=("off", "td"), **extra) -> list[dict]:
-    """Plain (mode off) and KH variants of one setting, KH with the authors' tuned values."""
-    out = []
-    for mode in modes:
-        kh = authors_kh(task, "mnist", m, init, mode) if mode != "off" else {"kh_mode": "off"}
-        out.append({"task": task, "n_hidden": m, "init": init, "k": k, **kh, **extra})
-    return out
+def pair(task: str, m: int, init: str, k: int = 1, modes=("off", "td")) -> list[dict]:
+    """The plain (mode off) and KH variants of one MNIST setting, KH with the authors' tuned values (SPEC)."""
+    return [{"task": task, "n_hidden": m, "init": init, "k": k,
+             **(authors_kh(task, "mnist", m, init, mode) if mode != "off" else {"kh_mode": "off"})} for mode in modes]
 
 
 def _horizon(budget: Budget, target: str, of_500: float) -> float:
@@ -114,31 +111,31 @@ def target_variants(target: str, budget: Budget) -> list[dict]:
     """The settings (config fields, no seed) of a target at a budget."""
     if target == "table1":
         return [v for m in (100, 500) for init in ("lecun", "std") for k in (1, 10)
-                for v in _pair("classification", m, init, k)]
+                for v in pair("classification", m, init, k)]
     if target == "fig3":
-        return [v for init in ("std", "lecun") for v in _pair("reconstruction", 100, init)]
+        return [v for init in ("std", "lecun") for v in pair("reconstruction", 100, init)]
     if target == "fig4":
-        plain, td = _pair("reconstruction", 100, "lecun")
+        plain, td = pair("reconstruction", 100, "lecun")
         horizons = dict.fromkeys(_horizon(budget, target, s) for s in FIG4_S)      # distinct at small budgets
         return [plain] + [{**td, "horizon": h} for h in horizons]
     if target == "fig5":
-        return [v for init in ("lecun", "std") for v in _pair("classification", 500, init)]
+        return [v for init in ("lecun", "std") for v in pair("classification", 500, init)]
     if target == "fig2":
-        _, td = _pair("reconstruction", 100, "lecun")
+        _, td = pair("reconstruction", 100, "lecun")
         n_train = min(budget.train_size or MNIST_TRAIN, MNIST_TRAIN)
         every = max(1, math.ceil(n_train / 100) // budget.probes_per_epoch)
         return [{**td, "horizon": _horizon(budget, target, FIG2_S), "probe_every": every,
                  "probe_trials": budget.probe_trials}]
     if target == "overlap":
-        return _pair("reconstruction", 100, "lecun", modes=("off", "td", "bu"))
+        return pair("reconstruction", 100, "lecun", modes=("off", "td", "bu"))
     if target == "shuffled":
         out = []
         for init in ("std", "lecun"):
-            plain, td = _pair("reconstruction", 100, init)
+            plain, td = pair("reconstruction", 100, init)
             out += [plain, td, {**td, "shuffle_xi": True}]
         return out
     if target == "likelihood":
-        return _pair("reconstruction", 500, "lecun")
+        return pair("reconstruction", 500, "lecun")
     raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGETS)}, all")
 
 
