@@ -62,9 +62,9 @@ def test_cli_bad_grid_and_missing_dask_are_one_line(tmp_path):
 
 def test_projection_adds_kh_plain_evaluation_and_probe_time_and_schedules_longest_first():
     cfg = RunConfig(epochs=10, horizon=4, kh_mode="td", probe_every=5, probe_trials=3)
-    seconds = {"kh": 0.02, "plain": 0.01, "eval": 0.5, "trial": 0.1, "batches_per_epoch": 50}
+    seconds = {"kh": 0.02, "plain": 0.01, "eval": 0.5, "trial": 0.1, "probe": 0.05, "batches_per_epoch": 50}
     # 4 KH epochs and 6 plain ones of 50 batches, 11 evaluations, 4*50/5 = 40 probes of 3 trials
-    expected = 50 * (4 * 0.02 + 6 * 0.01) + 11 * 0.5 + 40 * 3 * 0.1
+    expected = 50 * (4 * 0.02 + 6 * 0.01) + 11 * 0.5 + 40 * (0.05 + 3 * 0.1)
     assert projection.run_seconds(cfg, seconds) == pytest.approx(expected)
     # resumed after 6 epochs: no KH left, 4 plain epochs and 4 evaluations
     assert projection.run_seconds(cfg, seconds, epochs_done=6) == pytest.approx(50 * 4 * 0.01 + 4 * 0.5)

@@ -2,10 +2,11 @@
 
 Runs that cost the same per minibatch form a *speed class* (their config with the seed, schedule and KH
 strengths set to the defaults). For each class a short calibration, on a sweep worker (one thread), times
-a few minibatches with KH on and off, one evaluation exactly as the training loop makes it, and one ξ-probe
-trial when the class probes. A run's time is then
+a few minibatches with KH on and off, one evaluation exactly as the training loop makes it, and ξ probes of
+1 and 6 trials when KH is on. A run's time is then
 
-    batches/epoch × (KH epochs × t_KH + plain epochs × t_plain) + evaluations × t_eval + probes × trials × t_trial
+    batches/epoch × (KH epochs × t_KH + plain epochs × t_plain) + evaluations × t_eval
+        + probes × (t_probe + trials × t_trial)
 
 over the epochs it still has to go (KH is active for epoch < S only), and the wall time on W workers is the
 longest-first greedy schedule of those times. Calibrations are kept in ``calibration.json`` in the sweep folder.
@@ -24,6 +25,7 @@ from ..config import FIELD, RunConfig
 NOT_SPEED = ("seed", "epochs", "horizon", "eps0", "delta", "radius", "lr", "label_sampling", "probe_every",
              "probe_trials", "init")
 CALIBRATION = "calibration.json"
+CALIBRATION_VERSION = 2          # bump when measure() changes what it measures
 
 
 def speed_class(cfg: RunConfig) -> RunConfig:
@@ -35,8 +37,8 @@ def class_key(cfg: RunConfig) -> str:
 
 
 def measure(cls: RunConfig, batches: int = 5) -> dict:
-    """Seconds per minibatch with KH on (``kh``) and off (``plain``), per evaluation (``eval``) and per ξ-probe
-    trial (``trial``), of speed class ``cls``, on one Numba thread."""
+    """Seconds per minibatch with KH on (``kh``) and off (``plain``), per evaluation (``eval``), per ξ-probe
+    trial (``trial``) and per probe besides its trials (``probe``), of speed class ``cls``, on one Numba thread."""
     import numba
 
     from ..core.probe import xi_probe
@@ -65,9 +67,9 @@ def measure(cls: RunConfig, batches: int = 5) -> dict:
         X = run.visible(run.dataset.x_train[idx], run.dataset.y_train[idx])
         if cls.kh_mode != "off":
             xi_probe(X, run.params, run.settings(), 1, 1)        # the first call pays one-off costs
-            t0 = time.perf_counter()
-            xi_probe(X, run.params, run.settings(), 1, 2)
-            seconds["trial"] = (time.perf_counter() - t0) / 2
+            one, six = (_seconds(xi_probe, X, run.params, run.settings(), 1, n) for n in (1, 6))
+            seconds["trial"] = max(six - one, 0.0) / 5
+            seconds["probe"] = max(one - seconds["trial"], 0.0)
         run.update(kh_mode="off")
         seconds["plain"] = per_batch()
         seconds["batches_per_epoch"] = run.batches_per_epoch
@@ -84,11 +86,18 @@ def measure_or_none(class_json: str) -> dict | None:
         return None
 
 
+def _seconds(f, *args) -> float:
+    t0 = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - t0
+
+
 def calibrate(configs, folder: Path | None = None, client=None, log=None) -> dict[str, dict | None]:
     """{:func:`class_key`: :func:`measure`} for every class among ``configs``, on the Dask ``client``'s workers
     (in parallel, in the runs' own environment) or else here; reuses and updates ``folder/calibration.json``."""
     path = Path(folder) / CALIBRATION if folder else None
-    known = json.loads(path.read_text()) if path and path.exists() else {}
+    saved = json.loads(path.read_text()) if path and path.exists() else {}
+    known = saved.get("classes", {}) if saved.get("version") == CALIBRATION_VERSION else {}
     missing = {class_key(c): speed_class(c).to_json() for c in configs}
     missing = {k: v for k, v in missing.items() if k not in known}
     if missing and log:
@@ -98,7 +107,7 @@ def calibrate(configs, folder: Path | None = None, client=None, log=None) -> dic
     else:
         known.update({k: measure_or_none(v) for k, v in missing.items()})
     if path and missing:
-        path.write_text(json.dumps(known, indent=1) + "\n")
+        path.write_text(json.dumps({"version": CALIBRATION_VERSION, "classes": known}, indent=1) + "\n")
     return known
 
 
@@ -113,7 +122,7 @@ def run_seconds(cfg: RunConfig, seconds: dict, epochs_done: float = 0.0) -> floa
     total = bpe * (kh_epochs * (seconds["kh"] or 0.0) + (left - kh_epochs) * seconds["plain"])
     total += (math.ceil(left) + (epochs_done == 0)) * seconds["eval"]
     if cfg.probe_every and kh_epochs:
-        total += kh_epochs * bpe / cfg.probe_every * cfg.probe_trials * seconds["trial"]
+        total += kh_epochs * bpe / cfg.probe_every * (seconds["probe"] + cfg.probe_trials * seconds["trial"])
     return total
 
 
