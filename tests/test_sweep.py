@@ -35,12 +35,24 @@ def test_spec_crosses_configs_grid_and_seeds_and_keeps_each_config_once():
     assert expand({"seeds": [5, 9]})[1].seed == 9
 
 
+def test_yaml_and_json_specs_read_the_same(tmp_path):
+    from khrbm.experiments.sweep import load_spec
+    (tmp_path / "s.yaml").write_text("base: {dataset: bars, epochs: 2}\ngrid:\n  kh_mode: ['off', bu]\nseeds: [1, 2]\n")
+    (tmp_path / "s.json").write_text('{"base": {"dataset": "bars", "epochs": 2}, "grid": {"kh_mode": ["off", "bu"]}, '
+                                     '"seeds": [1, 2]}')
+    assert load_spec(tmp_path / "s.yaml") == load_spec(tmp_path / "s.json")
+    (tmp_path / "bad.yaml").write_text("base: {dataset: bars\n")
+    with pytest.raises(SweepError, match="bad.yaml: not valid YAML"):
+        load_spec(tmp_path / "bad.yaml")
+
+
 @pytest.mark.parametrize("spec,fragment", [
     ({"grids": {}}, "unknown sweep key 'grids'"),
     ({"grid": {"n_hiden": [1]}}, "grid field 'n_hiden' is unknown"),
     ({"grid": {"n_hidden": []}}, "needs a non-empty list"),
     ({"base": {"eps0": -1}}, "config field 'eps0': must be a number in [0.0, 10.0]"),
     ({"seeds": 0}, "'seeds' must be at least 1"),
+    ({"base": {"kh_mode": False}}, "YAML reads off/on/yes/no as true/false: quote it, 'off'"),
 ])
 def test_bad_spec_is_one_clear_line(spec, fragment):
     with pytest.raises(SweepError) as err:

@@ -120,7 +120,10 @@ def expand(spec: dict) -> list[RunConfig]:
         try:
             cfg = RunConfig.from_dict(fields)
         except ConfigError as exc:
-            raise SweepError(f"sweep config {json.dumps(fields, sort_keys=True)}: {exc}")
+            hint = (" (YAML reads off/on/yes/no as true/false: quote it, 'off')"
+                    if exc.field in FIELD and FIELD[exc.field].kind is str and isinstance(fields.get(exc.field), bool)
+                    else "")
+            raise SweepError(f"sweep config {json.dumps(fields, sort_keys=True)}: {exc}{hint}")
         if cfg not in seen:
             seen.add(cfg)
             configs.append(cfg)
