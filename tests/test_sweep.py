@@ -2,6 +2,7 @@
 killed mid-run (its run resumes from its checkpoint, bit for bit) and a run that fails (recorded, the rest go on)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,8 +116,16 @@ def test_two_worker_cluster_survives_a_killed_worker_and_records_a_failed_run(tm
         assert sweep.returncode == 1, err                    # one run failed; the others finished
         assert "2 of 3 runs done" in err and run_key(bad) in err
 
-    result = json.loads((target / "result.json").read_text())
-    assert 0 < result["resumed_from_step"] < 8 * 30 and result["resumed_from_step"] % 30 == 0   # from an epoch's checkpoint
+    log = (target / "train.log").read_text()          # the killed run continued from its last epoch's checkpoint
+    resumed = [int(m) for m in re.findall(r"resuming from step (\d+)", log)]
+    assert len(resumed) == 1 and 0 < resumed[0] < 8 * 30 and resumed[0] % 30 == 0, log
+    assert log.count("epoch 1/8 ·") == 1 and log.count("epoch 8/8 ·") == 1
+    manifest = json.loads((target / "run.json").read_text())
+    assert (manifest["source"], manifest["state"]) == ("sweep", "finished")
+    assert manifest["group_uid"] == json.loads((out / "sweep.json").read_text())["uid"]
+    listed = khrbm("runs", "list", "--source", "sweep", "--json", timeout=60)
+    recorded = [r for r in json.loads(listed.stdout) if r.get("group_uid") == manifest["group_uid"]]
+    assert sorted(r["state"] for r in recorded) == ["finished", "finished"], listed.stdout[:2000]
     straight = tmp_path / "straight"
     (tmp_path / "td.json").write_text(td.to_json())
     proc = khrbm("train", "--config", tmp_path / "td.json", "--out", straight, "--no-progress",

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import FIELD, ConfigError, RunConfig
-from .common import add_config_flags, fail, field_parser, given_fields
+from ..config import FIELD, ConfigError, RunConfig, parse_text
+from .common import add_config_flags, fail, given_fields
 
 EPILOG = """spec file (JSON or YAML):
   base:    {dataset: mnist, n_hidden: 100, epochs: 30}      fields every run shares
@@ -47,6 +47,7 @@ def add_executor_flags(parser) -> None:
 
 
 def parse_grid(items: list[str]) -> dict:
+    """{field: [values]} of the ``--grid FIELD=V1,V2`` flags, each value read as that field's flag text."""
     from ..experiments.sweep import SweepError
     grid = {}
     for item in items:
@@ -54,10 +55,9 @@ def parse_grid(items: list[str]) -> dict:
         name = name.strip().replace("-", "_")
         if not sep or name not in FIELD:
             raise SweepError(f"--grid {item!r}: expected FIELD=V1,V2 with a known field ({', '.join(FIELD)})")
-        parse = field_parser(FIELD[name])
         try:
-            grid[name] = [parse(v.strip()) for v in values.split(",")]
-        except (ValueError, argparse.ArgumentTypeError) as exc:
+            grid[name] = [parse_text(FIELD[name], v) for v in values.split(",")]
+        except ConfigError as exc:
             raise SweepError(f"--grid {item!r}: {exc}")
     return grid
 

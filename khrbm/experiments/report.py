@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import viz
+from ..train.outputs import write_text_atomic
 from . import claims as checks
 from . import repro
 from .sweep import read_plan, read_table, run_folder
@@ -28,7 +29,7 @@ def ais_test_loglik(folder: Path, betas: int, chains: int) -> dict:
     """Mean log p(v) over the run's validation images, with log Z by AIS (Salakhutdinov & Murray 2008; base
     model: the training data's base rates), cached in ``ais.json`` of the run folder per (betas, chains)."""
     from ..core.metrics import ais_log_partition, base_rate_biases, log_likelihood
-    from ..train.headless import CHECKPOINT
+    from ..store.folder import CHECKPOINT
     from ..train.run import Run
     cache = folder / AIS_FILE
     setting = f"{betas}x{chains}"
@@ -43,7 +44,7 @@ def ais_test_loglik(folder: Path, betas: int, chains: int) -> dict:
         known[setting] = {"log_z": log_z, "log_z_lo": lo, "log_z_hi": hi, "betas": betas, "chains": chains,
                           "test_ll": log_likelihood(np.asarray(x_val, np.float64), run.params, log_z),
                           "seconds": round(time.perf_counter() - t0, 2)}
-        cache.write_text(json.dumps(known, indent=1) + "\n")
+        write_text_atomic(cache, json.dumps(known, indent=1) + "\n")
     return known[setting]
 
 
@@ -161,7 +162,7 @@ def build(out: str | Path, target: str, budget_name: str, seeds: int | None = No
                "pngs": pngs,
                "targets": {t: {"claims": [vars(c) for c in res["claims"]], "numbers": _json_safe(res["numbers"])}
                            for t, res in results.items()}}
-    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=1) + "\n")
     write_html(out / "report.html", summary, sections, hv)
     return summary
 

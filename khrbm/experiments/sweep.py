@@ -6,13 +6,15 @@ field → values crossed with a list of ``configs``, and ``seeds``). Layout of t
 
     sweep.json              the plan: every run's key and config, in order
     runs/<key>/             the files of ``khrbm train`` (config.json, metrics.csv/json, checkpoint.npz,
-                            result.json), and failed.json when the run failed
+                            result.json, run.json), train.log, and failed.json when the run failed
     table.csv, table.json   a row per run and evaluated epoch: run, status, epochs_done, error, every config
                             field, the metrics of ``HISTORY_KEYS``, the ξ-probe means of that epoch, samples/s
 
 ``<key>`` is :func:`run_key`, the first 12 hex digits of the SHA-256 of the config's JSON, so the same config
 always lands in the same folder: a finished run is skipped, an interrupted one continues from its
-checkpoint bit for bit (:func:`khrbm.train.headless.train_into`), a failed one is recorded and the others go on.
+checkpoint bit for bit (:func:`khrbm.cli.train.train_into`, the loop of ``khrbm train``), a failed one is
+recorded and the others go on. Every run is recorded in the run registry (``khrbm runs``) as source "sweep",
+with the sweep's uid (kept in ``sweep.json``) as its group.
 
 Executor: by default a ``LocalCluster`` with one single-threaded worker process per core (spawned, never
 forked: GNU OpenMP must not fork after a step ran); ``scheduler="tcp://host:port"`` uses an existing cluster,
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -32,13 +35,18 @@ import os
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Iterable
 
 from ..config import FIELD, FIELDS, ConfigError, RunConfig
-from ..train.headless import CHECKPOINT, RESULT
+from ..store.folder import CHECKPOINT
+from ..train.outputs import write_text_atomic
 
+RESULT = "result.json"
 FAILED = "failed.json"
+LOG = "train.log"
+ERROR_PREFIX = "khrbm: error: "
 SPEC_KEYS = ("base", "grid", "configs", "seeds")
 XI_COLUMNS = ("xi_ratio", "xi_cosine", "xi_probes")
 WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -65,7 +73,7 @@ def load_spec(path: str | Path) -> dict:
         try:
             import yaml
         except ImportError:
-            raise SweepError(f"{path}: YAML specs need PyYAML: pip install 'khrbm[dist]' (or write it as JSON)")
+            raise SweepError(f"{path}: YAML specs need PyYAML: pip install 'khrbm[yaml]' (or write it as JSON)")
         try:
             spec = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -163,41 +171,50 @@ def read_plan(out: str | Path) -> dict[str, RunConfig]:
         raise SweepError(f"{path}: not a sweep plan ({exc})")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_plan(out: Path, plan: dict[str, RunConfig]) -> None:
+def write_plan(out: Path, plan: dict[str, RunConfig]) -> str:
+    """Write ``sweep.json``; return the sweep's uid (made once, kept when the sweep is resumed)."""
+    path = out / "sweep.json"
+    try:
+        uid = json.loads(path.read_text())["uid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        uid = uuid.uuid4().hex
     runs = [{"key": k, "config": c.to_dict()} for k, c in plan.items()]
-    _write_text_atomic(out / "sweep.json", json.dumps({"runs": runs}, indent=1) + "\n")
+    write_text_atomic(path, json.dumps({"uid": uid, "runs": runs}, indent=1) + "\n")
+    return uid
 
 
 # --------------------------------------------------------------------------------------------------
 # one run, in a worker
 # --------------------------------------------------------------------------------------------------
-def train_folder(config_json: str, folder: str, keep_every: int = 0) -> dict:
-    """Train one run into ``folder`` (continuing from its checkpoint if there is one); the task a Dask
-    worker runs. Numba runs single-threaded here (the sweep's parallelism is one run per worker process).
+def train_folder(config_json: str, folder: str, keep_every: int = 0, group_uid: str = "") -> dict:
+    """Train one run into ``folder`` with ``khrbm train``'s loop (:func:`khrbm.cli.train.train_into`: the folder
+    locked, files atomic, recorded in the registry as source "sweep" of ``group_uid``), continuing from the
+    folder's checkpoint if there is one; the task a Dask worker runs. Numba runs single-threaded here (the
+    sweep's parallelism is one run per worker process); what the loop prints goes to the folder's ``train.log``.
     Any error is written to ``failed.json`` and returned, so the other runs go on."""
     folder = Path(folder)
-    key = folder.name
     try:
         import numba
 
-        from ..train.headless import train_into
+        from ..cli.train import train_into
+        from ..train.outputs import OutputFolder
         from ..train.run import Run
         numba.set_num_threads(1)            # after khrbm.core.kernels chose the threading layer (Run imports it)
         cfg = RunConfig.from_json(config_json)
-        checkpoint = folder / CHECKPOINT
-        run = Run.load(checkpoint, config=cfg) if checkpoint.exists() else Run(cfg)
-        warmup = getattr(run.stepper, "warmup", None)
-        if warmup:
-            warmup()
-        result = train_into(run, folder, keep_every=keep_every)
+        with OutputFolder(folder) as out, open(out / LOG, "a", buffering=1) as log, \
+                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            checkpoint = out / CHECKPOINT
+            resumed = checkpoint if checkpoint.exists() else None
+            run = Run.load(checkpoint, config=cfg) if resumed else Run(cfg)
+            if resumed:
+                print(f"resuming from step {run.step} ({checkpoint})", flush=True)
+            code = train_into(out, run, progress=False, resumed_from=resumed, source="sweep", group_uid=group_uid,
+                              keep_every=keep_every)
+        if code:
+            errors = [ln for ln in (folder / LOG).read_text().splitlines() if ln.startswith(ERROR_PREFIX)]
+            raise RuntimeError(errors[-1][len(ERROR_PREFIX):] if errors else f"khrbm train's loop ended with {code}")
         (folder / FAILED).unlink(missing_ok=True)
-        return {"key": key, "status": "done", "samples_per_second": result["samples_per_second"]}
+        return {"key": folder.name, "status": "done"}
     except Exception as exc:      # noqa: BLE001 - a failed run is recorded with its error; the sweep goes on
         return record_failure(folder, exc, traceback.format_exc())
 
@@ -205,7 +222,7 @@ def train_folder(config_json: str, folder: str, keep_every: int = 0) -> dict:
 def record_failure(folder: Path, exc: BaseException, trace: str = "") -> dict:
     error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
     folder.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(folder / FAILED, json.dumps({"error": error, "traceback": trace}, indent=1) + "\n")
+    write_text_atomic(folder / FAILED, json.dumps({"error": error, "traceback": trace}, indent=1) + "\n")
     return {"key": folder.name, "status": "failed", "error": error}
 
 
@@ -278,13 +295,12 @@ def write_table(out: str | Path, rows: list[dict]) -> None:
     out = Path(out)
     columns = table_columns()
     clean = [{c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in r.items()} for r in rows]
-    _write_text_atomic(out / "table.json", json.dumps(clean, indent=0) + "\n")
-    tmp = out / "table.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(clean)
-    os.replace(tmp, out / "table.csv")
+    write_text_atomic(out / "table.json", json.dumps(clean, indent=0) + "\n")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(clean)
+    write_text_atomic(out / "table.csv", text.getvalue())
 
 
 def read_table(path: str | Path):
@@ -355,7 +371,7 @@ def run_sweep(configs: Iterable[RunConfig], out: str | Path, scheduler: str | No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_runs(configs)
-    write_plan(out, plan)
+    uid = write_plan(out, plan)
     skip = {"done"} if retry_failed else {"done", "failed"}
     todo = [k for k in plan if run_status(run_folder(out, k)) not in skip]
     rows = collect_table(out, plan)
@@ -370,7 +386,7 @@ def run_sweep(configs: Iterable[RunConfig], out: str | Path, scheduler: str | No
             before_start(plan, todo, client)
         bar = _bar(len(plan), len(plan) - len(todo)) if progress else None
         keep = keep_every if isinstance(keep_every, dict) else dict.fromkeys(plan, keep_every)
-        futures = {client.submit(train_folder, plan[k].to_json(), str(run_folder(out, k)), keep.get(k, 0),
+        futures = {client.submit(train_folder, plan[k].to_json(), str(run_folder(out, k)), keep.get(k, 0), uid,
                                  key=f"khrbm-run-{k}", pure=False): k for k in todo}
         pending, last = set(futures), time.monotonic()
         try:
