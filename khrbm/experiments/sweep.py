@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
-from ..config import FIELD, FIELDS, ConfigError, RunConfig
+from ..config import FIELD, FIELDS, ConfigError, RunConfig, read_json_or_yaml
 from ..store.folder import CHECKPOINT
 from ..train.outputs import write_text_atomic
 
@@ -64,25 +64,10 @@ class SweepError(ValueError):
 # --------------------------------------------------------------------------------------------------
 def load_spec(path: str | Path) -> dict:
     """A sweep spec from a JSON file, or a YAML file (``.yaml``/``.yml``, needs PyYAML)."""
-    path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SweepError(f"cannot read the sweep spec {path}: {exc.strerror}")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SweepError(f"{path}: YAML specs need PyYAML: pip install 'khrbm[yaml]' (or write it as JSON)")
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SweepError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})")
-    else:
-        try:
-            spec = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SweepError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        spec = read_json_or_yaml(path, "sweep spec")
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
     if not isinstance(spec, dict):
         raise SweepError(f"{path}: a sweep spec is a mapping with keys {', '.join(SPEC_KEYS)}")
     return spec
