@@ -12,7 +12,7 @@ endif
 app: setup                 ## install, then serve the app (on this machine only) and open a browser
 	$(PYTHON) -m panel serve app --address 127.0.0.1 --show
 
-test: setup-test           ## install (with test extras and Chromium), then run the whole suite
+test: setup-test           ## install (with test and dist extras and Chromium), then run the whole suite
 	$(PYTHON) -m pytest
 
 setup:
@@ -20,7 +20,7 @@ setup:
 	$(PYTHON) -c "from khrbm.core.kernels import warmup; warmup()"   # compile the Numba kernels once, cached on disk
 
 setup-test:
-	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q -e ".[test,dist]"
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); \
 	  else echo "Chromium is needed for the browser tests: sudo apt-get install chromium"; exit 1; fi; }

@@ -12,33 +12,13 @@ INIT_ROBUSTNESS = "Init robustness: plain vs KH (std init)"
 FIG3 = "Paper Fig. 3 (lecun, M=100, KH_TD, long run)"
 BARS = "Bars (offline, seconds): units own bars"
 
-# (task, dataset, M, init) -> {mode: (eps0, delta)}
-AUTHORS_TABLE = {
-    ("reconstruction", "mnist", 100, "lecun"): {"td": (0.04, 0.4), "bu": (0.008, 0.2)},
-    ("reconstruction", "mnist", 100, "std"): {"td": (0.04, 0.4), "bu": (0.02, 0.2)},
-    ("reconstruction", "mnist", 500, "lecun"): {"td": (0.004, 0.6), "bu": (0.01, 0.9)},
-    ("reconstruction", "mnist", 500, "std"): {"td": (0.008, 0.2), "bu": (0.02, 0.1)},
-    ("reconstruction", "kmnist", 100, "lecun"): {"td": (0.04, 0.0), "bu": (0.04, 0.0)},
-    ("reconstruction", "kmnist", 100, "std"): {"td": (0.04, 0.1), "bu": (0.04, 0.5)},
-    ("reconstruction", "kmnist", 500, "lecun"): {"td": (0.02, 0.0), "bu": (0.008, 0.1)},
-    ("reconstruction", "kmnist", 500, "std"): {"td": (0.004, 0.0), "bu": (0.02, 0.2)},
-    ("classification", "mnist", 100, "lecun"): {"td": (0.002, 0.7), "bu": (0.02, 0.0)},
-    ("classification", "mnist", 100, "std"): {"td": (0.001, 0.8), "bu": (0.001, 1.0)},
-    ("classification", "mnist", 500, "lecun"): {"td": (0.002, 0.0), "bu": (0.04, 0.0)},
-    ("classification", "mnist", 500, "std"): {"td": (0.02, 1.0), "bu": (0.04, 0.4)},
-    ("classification", "kmnist", 100, "lecun"): {"td": (0.04, 0.5), "bu": (0.0005, 0.4)},
-    ("classification", "kmnist", 100, "std"): {"td": (0.001, 0.6), "bu": (0.0005, 0.9)},
-    ("classification", "kmnist", 500, "lecun"): {"td": (0.02, 0.0), "bu": (0.04, 0.1)},
-    ("classification", "kmnist", 500, "std"): {"td": (0.004, 0.7), "bu": (0.04, 0.4)},
-}
-RADIUS = {"std": 1.0, "lecun": 0.1}
+from khrbm.presets import AUTHORS_TABLE, authors_kh  # noqa: E402 (SPEC's table, shared with khrbm repro)
 
 
 def _authors(task: str, dataset: str, m: int, init: str, mode: str) -> dict:
-    eps0, delta = AUTHORS_TABLE[(task, dataset, m, init)][mode]
-    return {"dataset": dataset, "task": task, "n_hidden": m, "init": init, "kh_mode": mode, "eps0": eps0,
-            "delta": delta, "radius": RADIUS[init], "ell": 1, "p": 2.0, "k": 1, "lr": 0.1, "batch_size": 100,
-            "sampler": "cd", "epochs": 500, "horizon": None, "seed": 1, **PROBE, "compare": True}
+    return {"dataset": dataset, "task": task, "n_hidden": m, "init": init, **authors_kh(task, dataset, m, init, mode),
+            "k": 1, "lr": 0.1, "batch_size": 100, "sampler": "cd", "epochs": 500, "horizon": None, "seed": 1,
+            **PROBE, "compare": True}
 
 
 PRESETS: dict[str, dict] = {

@@ -285,3 +285,25 @@ def parse_text(f: Field, text: str) -> Any:
             raise ConfigError(f.name, f"must be {describe_range(f)}, got {shown(text)}")
     return check_value(f, value)
 
+
+def read_json_or_yaml(path: str | Path, what: str) -> Any:
+    """The data in file ``path``: YAML for ``.yaml``/``.yml`` (needs PyYAML), else JSON. ValueError, one line
+    naming the file and ``what`` it should hold (e.g. "lesson", "sweep spec"), if unreadable or not parsable."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the {what} ({exc.strerror})")
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path.name}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError(f"{path}: a YAML {what} needs PyYAML (pip install pyyaml); or write it as JSON")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})")

@@ -27,12 +27,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            metavar=f.name.upper(), help=f"{f.help}{extra} [default: {f.default}]")
 
 
+def given_fields(args) -> dict:
+    """The config fields given as flags, parsed: {name: value}. ConfigError if a flag's text is not a valid value."""
+    return {f.name: parse_text(f, getattr(args, f.name)) for f in FIELDS if getattr(args, f.name) is not None}
+
+
 def config_from_args(args, base: RunConfig | None = None) -> RunConfig:
     """``--config`` (else ``base``, else the defaults), overridden by every flag given. ConfigError if any
     flag's text or the file is not a valid value."""
     base = RunConfig.load(args.config) if args.config else (base or RunConfig())
-    changes = {f.name: parse_text(f, getattr(args, f.name)) for f in FIELDS if getattr(args, f.name) is not None}
-    return base.replace(**changes)
+    return base.replace(**given_fields(args))
 
 
 def fail(message: str) -> int:

@@ -11,6 +11,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def run(args) -> int:
 
 
 def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | None = None, lesson=None,
-               registry=None, source: str = "train", group_uid: str = "") -> int:
+               registry=None, source: str = "train", group_uid: str = "", keep_every: int = 0) -> int:
     """Train ``run`` to its config's epochs in the folder ``out`` (held by an ``OutputFolder``): config.json
     first, then at every epoch end a metric point, metrics.csv/json and checkpoint.npz, last result.json.
     Returns the exit code: 0; 130/143 after Ctrl-C/SIGTERM (checkpoint at the current minibatch); 2 for
@@ -72,7 +73,9 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
     ``lesson``: a :class:`~khrbm.train.lesson.Lesson` whose events apply before the minibatches of their steps.
     Recording (:class:`khrbm.store.RunRecorder`): the run goes to the registry (``registry``: None for the
     default file, a path, a Registry, or False for none) as ``source`` (a sweep: "sweep" and its ``group_uid``),
-    and to ``out/run.json``; a registry that cannot be written is said once and costs nothing else."""
+    and to ``out/run.json``; a registry that cannot be written is said once and costs nothing else.
+    ``keep_every``: also keep the checkpoint of every n-th epoch as ``checkpoints/epoch-NNNN.npz`` (a sweep's
+    receptive fields over the epochs)."""
     import numpy as np
 
     from ..store import RunRecorder
@@ -138,6 +141,8 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
                 eval_seconds += time.perf_counter() - t0
                 _write_metrics(out, run.history, history_json)
                 last_good = (run.save(out / CHECKPOINT), run.step)
+                if keep_every and (epoch + 1) % keep_every == 0:
+                    run.save(out / "checkpoints" / f"epoch-{epoch + 1:04d}.npz")
                 recorder.progress()
                 print(_summary(epoch + 1, cfg.epochs, point), file=sys.stderr)
         final = run.history[-1]
@@ -207,12 +212,13 @@ def _kept(last_good) -> str:
 
 class _StopFlag:
     """Ctrl-C (SIGINT) or SIGTERM sets ``received`` (its number); the loop stops after the current minibatch
-    and saves."""
+    and saves. Off the main thread (a sweep's Dask worker) signals cannot be caught and nothing is installed."""
 
     received = 0
 
     def __enter__(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        main = threading.current_thread() is threading.main_thread()
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         return self
 
     def _handle(self, signum, frame):

@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from ..config import FIELD, LIVE_FIELDS, ConfigError, RunConfig, check_value
+from ..config import FIELD, LIVE_FIELDS, ConfigError, RunConfig, check_value, read_json_or_yaml
 from .snapshot import ARM_NAMES
 
 ARMS = ("both", "A", "B")
@@ -277,21 +277,11 @@ def shipped_lessons() -> dict[str, Path]:
 
 def read_lesson_file(path: str | Path) -> Lesson:
     """Parse a lesson file (.json, or .yaml/.yml with PyYAML installed); LessonError if unusable."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LessonError(f"{path}: cannot read the lesson ({exc.strerror})")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise LessonError(f"{path}: YAML lessons need PyYAML (pip install pyyaml); or write it as JSON")
-        try:
-            return Lesson.from_dict(yaml.safe_load(text), path.name)
-        except yaml.YAMLError as exc:
-            raise LessonError(f"{path.name}: not valid YAML ({str(exc).splitlines()[0]})")
-    return Lesson.from_json(text, path.name)
+        data = read_json_or_yaml(path, "lesson")
+    except ValueError as exc:
+        raise LessonError(str(exc)) from None
+    return Lesson.from_dict(data, Path(path).name)
 
 
 def load_lesson(ref: str | Path) -> Lesson:
