@@ -73,6 +73,19 @@ def test_cli_bad_grid_and_missing_dask_are_one_line(tmp_path):
         "pip install 'khrbm[dist]' (or: pip install 'dask[distributed]')")
 
 
+def test_projection_says_why_runs_cannot_start_and_does_not_keep_the_reason(tmp_path, monkeypatch):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("KHRBM_DATA_DIR", str(empty))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = RunConfig(dataset="mnist", n_hidden=8, epochs=1)
+    calibration = projection.calibrate([cfg], tmp_path)
+    proj = projection.project({"k": cfg}, calibration, {})
+    text = proj.describe(2)
+    assert "1 of 1 runs cannot start: MNIST not found" in text and "khrbm data fetch mnist" in text
+    assert json.loads((tmp_path / projection.CALIBRATION).read_text())["classes"] == {}   # measured again later
+
+
 def test_projection_adds_kh_plain_evaluation_and_probe_time_and_schedules_longest_first():
     cfg = RunConfig(epochs=10, horizon=4, kh_mode="td", probe_every=5, probe_trials=3)
     seconds = {"kh": 0.02, "plain": 0.01, "eval": 0.5, "trial": 0.1, "probe": 0.05, "batches_per_epoch": 50}

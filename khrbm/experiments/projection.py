@@ -80,12 +80,13 @@ def measure(cls: RunConfig, batches: int = 3, repeats: int = 3) -> dict:
         numba.set_num_threads(threads)
 
 
-def measure_or_none(class_json: str) -> dict | None:
-    """:func:`measure` of a speed class given as JSON (a Dask task), or None if its run cannot even start."""
+def measure_or_none(class_json: str) -> dict:
+    """:func:`measure` of a speed class given as JSON (a Dask task), or ``{"error": why}`` if its run cannot
+    even start (such a run fails at once in the sweep, which records why; the projection says so first)."""
     try:
         return measure(RunConfig.from_json(class_json))
-    except Exception:        # noqa: BLE001 - such a run fails at once in the sweep, which records why
-        return None
+    except Exception as exc:  # noqa: BLE001
+        return {"error": str(exc).split("; searched:")[0][:300] or type(exc).__name__}
 
 
 def _best_of(repeats: int, f, *args) -> float:
@@ -113,14 +114,15 @@ def calibrate(configs, folder: Path | None = None, client=None, log=None) -> dic
     else:
         known.update({k: measure_or_none(v) for k, v in missing.items()})
     if path and missing:
-        path.write_text(json.dumps({"version": CALIBRATION_VERSION, "classes": known}, indent=1) + "\n")
+        kept = {k: v for k, v in known.items() if v is not None and "error" not in v}   # fixed data: measure again
+        path.write_text(json.dumps({"version": CALIBRATION_VERSION, "classes": kept}, indent=1) + "\n")
     return known
 
 
 def run_seconds(cfg: RunConfig, seconds: dict, epochs_done: float = 0.0) -> float:
     """Projected seconds for ``cfg`` to go from ``epochs_done`` to its last epoch (see the module docstring);
-    0 for a run that cannot start (``seconds`` None)."""
-    if seconds is None:
+    0 for a run that cannot start (``seconds`` None or an error)."""
+    if seconds is None or "error" in seconds:
         return 0.0
     left = max(cfg.epochs - epochs_done, 0.0)
     kh_epochs = max(min(cfg.epochs, cfg.kh_horizon) - epochs_done, 0.0) if cfg.kh_mode != "off" and cfg.eps0 > 0 else 0.0
@@ -137,6 +139,7 @@ class Projection:
     runs: int                # runs still to go
     work_seconds: float      # their summed projected time
     run_seconds: tuple       # each one's
+    errors: tuple = ()       # why runs cannot start (one entry per such run)
 
     def wall_seconds(self, workers: int) -> float:
         """Longest-first greedy schedule of the runs on ``workers`` workers."""
@@ -148,6 +151,10 @@ class Projection:
     def describe(self, workers: int, also: int = 10) -> str:
         if not self.runs:
             return "projected: nothing to run (every run is done or failed; --retry-failed runs failed ones again)"
+        if self.errors:
+            return (f"projected: {len(self.errors)} of {self.runs} runs cannot start: {self.errors[0]}"
+                    + ("" if len(self.errors) == self.runs else f"; the other {self.runs - len(self.errors)} "
+                       f"take ~{fmt_duration(self.wall_seconds(workers))} on {workers} workers"))
         more = f"; on {also} such workers ~{fmt_duration(self.wall_seconds(also))}" if also != workers else ""
         return (f"projected: {self.runs} runs to go, {fmt_duration(self.work_seconds)} of single-core work → "
                 f"~{fmt_duration(self.wall_seconds(workers))} wall on {workers} workers{more} "
@@ -157,7 +164,9 @@ class Projection:
 def project(todo: dict[str, RunConfig], calibration: dict[str, dict], epochs_done: dict[str, float]) -> Projection:
     times = tuple(run_seconds(c, calibration[class_key(c)], epochs_done.get(k, 0.0))
                   for k, c in todo.items())
-    return Projection(len(times), sum(times), times)
+    errors = tuple(calibration[class_key(c)]["error"] for c in todo.values()
+                   if "error" in (calibration[class_key(c)] or {}))
+    return Projection(len(times), sum(times), times, errors)
 
 
 def fmt_duration(seconds: float) -> str:
