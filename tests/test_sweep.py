@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from khrbm.config import FIELDS, RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
 from khrbm.experiments import projection
 from khrbm.experiments.sweep import SweepError, expand, run_key
 
@@ -167,3 +170,28 @@ def test_two_worker_cluster_survives_a_killed_worker_and_records_a_failed_run(tm
     again = khrbm("sweep", tmp_path / "spec.json", "--out", out, "--no-progress", timeout=120)
     assert again.returncode == 1 and "nothing to run" in again.stderr
     assert (target / "result.json").stat().st_mtime_ns == before
+
+
+USER_SCRIPT = """
+from khrbm.config import RunConfig
+from khrbm.experiments.sweep import run_sweep
+
+if __name__ == "__main__":
+    cfg = RunConfig(dataset="bars", n_hidden=8, epochs=1, train_size=200, val_size=100)
+    print("STATUS", sorted({r["status"] for r in run_sweep([cfg], OUT, workers=1, progress=False)}))
+"""
+
+
+def test_a_users_script_sweeps_with_a_cold_numba_cache(tmp_path):
+    """A script that imports khrbm at the top (its spawned workers then import Numba before Dask sets their
+    environment) on a fresh install (nothing compiled yet): the workers compile the kernels and the run finishes.
+    (Once failed: a NUMBA_NUM_THREADS set by the worker environment after Numba's pool started broke every
+    compilation.)"""
+    script = tmp_path / "my_sweep.py"
+    script.write_text(USER_SCRIPT.replace("OUT", repr(str(tmp_path / "out"))))
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert "STATUS ['done']" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert any((tmp_path / "numba-cache").rglob("*.nbi"))          # it really compiled, from nothing

@@ -49,8 +49,10 @@ LOG = "train.log"
 ERROR_PREFIX = "khrbm: error: "
 SPEC_KEYS = ("base", "grid", "configs", "seeds")
 XI_COLUMNS = ("xi_ratio", "xi_cosine", "xi_probes")
-WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-              "MKL_NUM_THREADS": "1"}
+# One BLAS thread per worker. Numba's pool size is left alone: a worker whose main module imports khrbm (a user's
+# script) starts Numba before Dask applies this environment, and a NUMBA_NUM_THREADS that changes after the pool
+# started makes every later compilation fail; the tasks call numba.set_num_threads(1) instead.
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 NEEDS_DASK = ("khrbm sweep needs Dask distributed, which is not installed: "
               "pip install 'khrbm[dist]' (or: pip install 'dask[distributed]')")
 
