@@ -1,19 +1,13 @@
-"""The app's pure view helpers (app/views.py) and presets (app/presets.py), checked value by value."""
+"""The app's pure view helpers (khrbm/app/views.py) and presets (khrbm/app/presets.py), checked value by value."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from app import presets, views  # noqa: E402
-from khrbm.config import RunConfig  # noqa: E402
+from khrbm.app import presets, views
+from khrbm.config import RunConfig
 
 
 # --- mosaic -------------------------------------------------------------------------------------
@@ -224,3 +218,29 @@ def test_preset_groups_cover_every_preset_once():
     names = [n for group in presets.groups().values() for n in group]
     assert sorted(names) == sorted(presets.PRESETS) and len(names) == len(set(names))
     assert names[0] == presets.INIT_ROBUSTNESS
+
+
+def test_status_html_carries_the_numbers_and_escapes_messages():
+    cfg = RunConfig(kh_mode="td", epochs=30)
+    arm = SimpleNamespace(name="A", config=cfg, step=1240, epoch=12.4, eps=0.0312, checksum=77, W=np.zeros(1))
+    snap = SimpleNamespace(state="paused", arms=(arm,), samples_per_s=0.0, version=9, message="<b>odd</b>",
+                           changes=(_change(5, 0.05, "A", "delta", 0.4, 0.0),), notice="")
+    out = views.status_html(snap, busy="loading x.npz…", mosaic_version=8)
+    for attr in ("data-state='paused'", "data-step='1240'", "data-version='9'", "data-changes='1'",
+                 "data-wsig='77'", "data-mosaic-version='8'", "data-arms='1'"):
+        assert attr in out, attr
+    assert "&lt;b&gt;odd&lt;/b&gt;" in out and "<b>odd" not in out and "loading x.npz" in out
+    assert "data-state='starting'" in views.status_html(None)
+
+
+def test_every_config_field_has_exactly_one_control():
+    from khrbm.app import controls
+    from khrbm.config import FIELD
+
+    assert set(controls.CONTROLS) == set(FIELD)
+    assert {c.group for c in controls.CONTROLS.values()} == set(controls.GROUPS)
+    for name, c in controls.CONTROLS.items():
+        if c.buttons:
+            assert set(c.buttons) == set(FIELD[name].choices), name
+        if c.group in ("kh", "rbm", "diag"):
+            assert FIELD[name].live or name == "epochs", name      # the live sections hold live settings

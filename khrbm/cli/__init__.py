@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("train", "data")
+SUBCOMMANDS = ("train", "data", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Pure view functions: arrays / snapshot pieces -> numbers and Bokeh figures.
 
-Nothing here holds Panel state or talks to a Trainer; ``app/lab.py`` builds each figure once and, on
+Nothing here holds Panel state or talks to a Trainer; ``khrbm/app/lab.py`` builds each figure once and, on
 every new ``Trainer.snapshot``, replaces only its data sources, so a redraw sends just new data to the
 browser. (Plain Bokeh rather than HoloViews DynamicMaps: measured ~7 ms per tick for all views against
 ~60 ms per plot with ``hv.streams.Pipe``, on a machine that is training at the same time.)
@@ -9,6 +9,7 @@ The array helpers (``tile_mosaic``, ``tile_boxes``, ``competition_images``, ``ch
 """
 from __future__ import annotations
 
+import html
 import math
 from typing import Iterable, Sequence
 
@@ -155,6 +156,47 @@ def status_text(snapshot) -> str:
     if a is not None and a.config.kh_mode != "off":
         parts.append(f"ε={a.eps:.3g}")
     return " · ".join(parts)
+
+
+def status_html(snapshot, busy: str = "", loaded_msg: str = "", mosaic_version: int = -1) -> str:
+    """The status line (``status_text`` plus what is going on, the arms' legend and the change count) and a
+    hint below it. Its numbers are also data attributes, which the browser tests read. ``snapshot`` None:
+    the lab is starting."""
+    if snapshot is None:
+        return ("<div class='khrbm-statusline' data-state='starting' data-step='0' data-changes='0'>"
+                "<span class='khrbm-state state-compiling'>starting…</span></div>")
+    a = snapshot.arms[0]
+    n_changes = count_changes(snapshot.changes)
+    state, line = snapshot.state, status_text(snapshot)
+    extra = ""
+    msg = (snapshot.message or "").strip()
+    if state == "compiling":
+        extra = f" — {msg or 'preparing'}…"
+    elif msg and msg not in ("ready", "running") and not msg.startswith(("paused at", "finished")):
+        extra = f" — {html.escape(msg)}"
+    elif state == "finished":
+        extra = " — raise epochs to train on"
+    if busy:
+        extra += f" — {html.escape(busy)}"
+    wsig = getattr(a, "checksum", 0) or f"{float(np.abs(np.asarray(a.W, dtype=np.float64)).sum()):.9g}"
+    legend = " &nbsp; ".join(f"<span class='khrbm-chip' style='background:{ARM_COLORS.get(arm.name, '#333')}'>"
+                             f"</span>{arm_label(arm.name, arm.config)}" for arm in snapshot.arms)
+    changes_title = ("&#10;".join(html.escape(describe_change(c), quote=True) for c in snapshot.changes[-12:])
+                     or "no changes yet")
+    hint = ""
+    if state == "idle" and a.step == 0 and loaded_msg:
+        hint = f"<div class='khrbm-hint'>{html.escape(loaded_msg)}</div>"
+    elif snapshot.notice:
+        hint = f"<div class='khrbm-hint'>{html.escape(snapshot.notice)}</div>"
+    head, _, rest = line.partition(" · ")
+    return (f"<div class='khrbm-statusline' data-state='{state}' data-step='{a.step}' "
+            f"data-version='{snapshot.version}' data-changes='{n_changes}' data-wsig='{wsig}' "
+            f"data-mosaic-version='{mosaic_version}' data-arms='{len(snapshot.arms)}'>"
+            f"<span class='khrbm-state state-{state}'>{head}</span>"
+            f"<span class='khrbm-line'>{rest}{extra}</span>"
+            f"<span class='khrbm-legend'>{legend} · <i>solid</i> validation, <i>dashed</i> train · "
+            f"<span class='khrbm-changes' title='{changes_title}'>┆ setting changes: {n_changes}</span>"
+            f"</span></div>{hint}")
 
 
 def history_arrays(history: dict, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
