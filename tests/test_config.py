@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from khrbm.config import FIELDS, LIVE_FIELDS, ConfigError, RunConfig
+from khrbm.config import FIELDS, LIVE_FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig
 
 
 def test_defaults_round_trip_through_json():
@@ -53,6 +53,11 @@ def test_live_fields_are_the_ones_the_brief_names():
     assert {"eps0", "delta", "ell", "radius", "p", "kh_mode", "horizon", "lr", "k"} <= LIVE_FIELDS
     assert not {"n_hidden", "init", "dataset", "task", "dtype"} & LIVE_FIELDS
     assert len({f.name for f in FIELDS}) == len(FIELDS)
+
+
+def test_epochs_alone_is_run_wide_and_a_running_trainer_takes_it():
+    assert RUN_WIDE_FIELDS == {"epochs"} and not RUN_WIDE_FIELDS & LIVE_FIELDS
+    assert MID_RUN_FIELDS == LIVE_FIELDS | {"epochs"}
 
 
 def test_dataclass_and_field_table_declare_the_same_fields():

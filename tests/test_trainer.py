@@ -122,6 +122,22 @@ def test_live_changes_are_validated_at_once(trainers, bars):
     assert t.configs[0].ell == 1 and t.configs[0].lr == 0.1
 
 
+def test_the_checked_config_is_what_each_arm_runs_with(trainers, bars):
+    """Trainer.update holds the change at once (configs); the loop puts exactly that config in force:
+    arm B keeps KH off when only A's mode changes, and epochs (run-wide) reaches both arms."""
+    cfg = RunConfig(**SMALL, kh_mode="td", backend="numpy")
+    t = trainers(cfg, cfg.replace(kh_mode="off"), dataset=bars)
+    t.step(1)
+    t.update(arm="A", kh_mode="bu", eps0=0.02)
+    t.update(epochs=60, delta=0.1)
+    assert [c.kh_mode for c in t.configs] == ["bu", "off"] and [c.epochs for c in t.configs] == [60, 60]
+    snap = t.sync(DEADLINE)
+    assert tuple(a.config for a in snap.arms) == t.configs
+    assert snap.arms[1].config == cfg.replace(kh_mode="off", epochs=60, delta=0.1)
+    assert {(c.arm, c.field) for c in snap.changes} == {("A", "kh_mode"), ("A", "eps0"), ("A", "epochs"),
+                                                          ("A", "delta"), ("B", "epochs"), ("B", "delta")}
+
+
 def test_pause_stops_the_weights(trainers, bars):
     t = trainers(RunConfig(**SMALL, kh_mode="td"), dataset=bars)
     t.start()

@@ -24,7 +24,7 @@ from pathlib import Path
 import panel as pn
 
 from .. import data as kdata
-from ..config import FIELD, LIVE_FIELDS, ConfigError, RunConfig, check_value
+from ..config import FIELD, MID_RUN_FIELDS, RunConfig, check_value
 from . import controls, files, presets, session, views
 from .dashboard import Dashboard
 from .errors import KNOWN, UserError, describe, short_message
@@ -34,8 +34,6 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TICK_MS = 400                 # periodic callback period
 MOSAIC_MIN_INTERVAL = 0.9     # seconds between mosaic redraws (the heaviest data to send)
 SIDEBAR_WIDTH = 350
-# settings a running trainer accepts: the live fields, plus 'epochs' (the Trainer extends or shortens a run)
-MID_RUN = frozenset(LIVE_FIELDS) | frozenset({"epochs"})
 CARD_CSS = """
 :host { border-radius: 6px; }
 .card-header { padding: 1px 6px !important; min-height: 0 !important; }
@@ -247,7 +245,7 @@ class Lab:
     def _on_field(self, name, value):
         value = self._widget_value(name, value)
         try:
-            if name in MID_RUN:
+            if name in MID_RUN_FIELDS:
                 self._apply_live(name, value)
             else:
                 self._apply_model(name, value)

@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
+from ..config import FIELD, FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
 from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 # Fields both arms of an A/B must share (everything that is not live: the model, the data, the seed).
 MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
-# Not live, yet changeable without a new model: applied to every arm by ``update``.
-TRAINER_FIELDS = frozenset({"epochs"})
 EXPLODE = 1e4              # max |θ| above which a run counts as diverged
 EVAL_FRACTION = 0.10       # evaluations may take at most this share of the loop's time
 EVALS_PER_EPOCH = 10       # subsample evaluations per epoch when they are cheap enough
@@ -137,7 +135,7 @@ class _Core:
         self.probe_size = int(probe_size)
         self.cv = threading.Condition(threading.Lock())
         # shared, guarded by cv
-        self.queue: list = []          # ("op", fn, future) | ("update", i, changes) | ("start",) | ...
+        self.queue: list = []          # ("op", fn, future) | ("update", i, config) | ("start",) | ...
         self.issued = 1                # commands queued so far (the first one: compile and evaluate step 0)
         self.handled = 0               # commands whose effect is complete
         self.closing = False
@@ -390,20 +388,15 @@ class _Core:
             self.steps_left = min(self.steps_left, max(0, run.config.epochs * run.batches_per_epoch - run.step))
         self._settle()
 
-    def _apply_update(self, i: int, changes: dict):
+    def _apply_update(self, i: int, config: RunConfig):
+        """Arm i takes ``config``, checked by :meth:`Trainer.update`; every setting that changed is logged."""
         if i >= len(self.runs):
             return
         run = self.runs[i]
         try:
-            live = {k: v for k, v in changes.items() if k not in TRAINER_FIELDS}
-            diff = run.update(**live) if live else {}
-            for k in TRAINER_FIELDS & set(changes):
-                old = getattr(run.config, k)
-                if old != changes[k]:
-                    run.config = run.config.replace(**{k: changes[k]})
-                    diff[k] = (old, changes[k])
-        except ConfigError as exc:   # validated by the caller already; only a race gets here
-            log.warning("live change %s to arm %s refused: %s", changes, ARM_NAMES[i], exc)
+            diff = run.apply(config)
+        except ConfigError as exc:   # queued for a model that a reset or a load has replaced since
+            log.warning("live change to arm %s dropped: %s", ARM_NAMES[i], exc)
             return
         for name, (old, new) in diff.items():
             self.changes.append(Change(run.step, run.epoch, ARM_NAMES[i], name, old, new))
@@ -653,9 +646,12 @@ class Trainer:
 
     def update(self, arm: str = "both", **changes):
         """Change settings; live ones (config.LIVE_FIELDS) take effect at the next minibatch and are logged as
-        :class:`Change`. ``epochs`` may change any time and applies to every arm. Other fields need a new
-        model: :class:`ResetNeeded` once training has begun (or while it runs); before the first minibatch
-        they are applied at once by a reset with the changed config."""
+        :class:`Change`. Run-wide ones (config.RUN_WIDE_FIELDS: ``epochs``) may change any time and apply to
+        every arm. Other fields need a new model: :class:`ResetNeeded` once training has begun (or while it
+        runs); before the first minibatch they are applied at once by a reset with the changed config.
+
+        This is where a change is checked, once (ConfigError here, on the caller's thread); the loop takes
+        the checked config as it is."""
         core = self._core
         if not changes:
             return
@@ -666,7 +662,7 @@ class Trainer:
         for name in changes:
             if name not in FIELD:
                 raise ConfigError(name, f"unknown field; known fields: {', '.join(FIELD)}")
-        model = [n for n in changes if n not in LIVE_FIELDS and n not in TRAINER_FIELDS]
+        model = [n for n in changes if n not in MID_RUN_FIELDS]
         targets = range(len(core.pending)) if arm == "both" else [ARM_NAMES.index(arm)]
         if model:
             with core.cv:
@@ -679,7 +675,7 @@ class Trainer:
             new = [c.replace(**changes) for c in pending]
             self.reset(config_a=new[0], config_b=new[1] if len(new) == 2 else None)
             return
-        shared = {k: v for k, v in changes.items() if k in TRAINER_FIELDS}
+        shared = {k: v for k, v in changes.items() if k in RUN_WIDE_FIELDS}
         with core.cv:
             if core.closing:
                 return
@@ -689,7 +685,7 @@ class Trainer:
                 if mine:
                     new[i] = new[i].replace(**mine)
                     check_ell(new[i], core.dataset)
-                    queued.append(("update", i, mine))
+                    queued.append(("update", i, new[i]))
             core.queue.extend(queued)
             core.issued += len(queued)
             core.pending = tuple(new)
