@@ -211,3 +211,40 @@ def check_value(f: Field, value: Any) -> Any:
         raise bad
     return value
 
+
+
+TRUE_TEXT = ("1", "true", "yes", "on")
+FALSE_TEXT = ("0", "false", "no", "off")
+NULL_TEXT = ("none", "null")
+MAX_TEXT = 200                     # longest text a value may be given as (CLI flag, URL query)
+
+
+def _echo(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
+def parse_value(f: Field, text: str) -> Any:
+    """A field's value from text, as given on the command line or in a link's query: ``none``/``null`` for
+    an optional field, true/false (1/0, yes/no, on/off) for a flag, else a number or a choice; then checked
+    by :func:`check_value`. ConfigError names the field (and echoes at most 40 characters of ``text``)."""
+    if not isinstance(text, str):
+        raise ConfigError(f.name, f"expected text, got {type(text).__name__}")
+    bad = ConfigError(f.name, f"must be {describe_range(f)}, got {_echo(text)}")
+    if len(text) > MAX_TEXT:
+        raise bad
+    low = text.strip().lower()
+    if f.optional and low in NULL_TEXT:
+        return None
+    if f.kind is bool:
+        if low in TRUE_TEXT:
+            return True
+        if low in FALSE_TEXT:
+            return False
+        raise bad
+    if f.kind is str:
+        return check_value(f, text)
+    try:
+        value = int(low) if f.kind is int and low.lstrip("+-").isdigit() else float(low)
+    except ValueError:
+        raise bad from None
+    return check_value(f, value)

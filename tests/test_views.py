@@ -190,34 +190,33 @@ def test_curves_view_sets_ranges_and_markers():
 
 # --- presets -------------------------------------------------------------------------------------
 def test_every_preset_is_a_valid_config():
-    for name, preset in presets.PRESETS.items():
-        fields, compare = presets.split(preset)
-        cfg = RunConfig().replace(**fields)
-        assert isinstance(compare, bool), name
-        assert cfg.p == 2.0 and cfg.ell == 1 and cfg.k == 1, name
+    for pid, preset in presets.PRESETS.items():
+        cfg = RunConfig().replace(**preset.fields)
+        assert isinstance(preset.compare, bool) and preset.id == pid, pid
+        assert cfg.p == 2.0 and cfg.ell == 1 and cfg.k == 1, pid
 
 
 def test_presets_follow_the_authors_table():
-    auth = presets.PRESETS["Authors: reconstruction, mnist, M=500, std, KH_TD"]
+    auth = presets.PRESETS["rec-mnist-500-std-td"].fields
     assert (auth["eps0"], auth["delta"], auth["radius"], auth["n_hidden"], auth["init"]) == (0.008, 0.2, 1.0, 500,
                                                                                            "std")
-    auth = presets.PRESETS["Authors: classification, kmnist, M=100, lecun, KH_BU"]
+    auth = presets.PRESETS["cls-kmnist-100-lecun-bu"].fields
     assert (auth["eps0"], auth["delta"], auth["radius"], auth["task"]) == (0.0005, 0.4, 0.1, "classification")
-    assert sum(name.startswith("Authors:") for name in presets.PRESETS) == 32
-    story = presets.PRESETS[presets.INIT_ROBUSTNESS]
-    assert story["compare"] and story["dataset"] == "mnist" and story["n_hidden"] == 100
-    assert (story["init"], story["kh_mode"], story["eps0"], story["delta"], story["radius"]) == ("std", "td", 0.04,
-                                                                                               0.4, 1.0)
-    assert story["probe_every"] > 0                               # Fig. 2 has data
-    fig3 = presets.PRESETS[presets.FIG3]
+    assert sum(p.group == presets.AUTHORS for p in presets.PRESETS.values()) == 32
+    story = presets.PRESETS[presets.STORY]
+    assert story.compare and story.fields["dataset"] == "mnist" and story.fields["n_hidden"] == 100
+    f = story.fields
+    assert (f["init"], f["kh_mode"], f["eps0"], f["delta"], f["radius"]) == ("std", "td", 0.04, 0.4, 1.0)
+    assert f["probe_every"] > 0                                   # Fig. 2 has data
+    fig3 = presets.PRESETS[presets.FIG3].fields
     assert (fig3["init"], fig3["radius"], fig3["kh_mode"], fig3["n_hidden"]) == ("lecun", 0.1, "td", 100)
-    assert presets.PRESETS[presets.BARS]["dataset"] == "bars"
+    assert presets.PRESETS[presets.BARS].fields["dataset"] == "bars"
 
 
 def test_preset_groups_cover_every_preset_once():
-    names = [n for group in presets.groups().values() for n in group]
-    assert sorted(names) == sorted(presets.PRESETS) and len(names) == len(set(names))
-    assert names[0] == presets.INIT_ROBUSTNESS
+    ids = [pid for group in presets.groups().values() for pid in group.values()]
+    assert sorted(ids) == sorted(presets.PRESETS) and len(ids) == len(set(ids))
+    assert ids[0] == presets.STORY and list(presets.groups())[0] == presets.CLASSROOM
 
 
 def test_status_html_carries_the_numbers_and_escapes_messages():

@@ -24,8 +24,8 @@ from pathlib import Path
 import panel as pn
 
 from .. import data as kdata
-from ..config import FIELD, MID_RUN_FIELDS, RunConfig, check_value
-from . import controls, files, presets, session, views
+from ..config import FIELD, MID_RUN_FIELDS, ConfigError, RunConfig, check_value
+from . import controls, files, presets, session, urlstate, views
 from .dashboard import Dashboard
 from .errors import KNOWN, UserError, describe, short_message
 from .session import log
@@ -34,6 +34,19 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TICK_MS = 400                 # periodic callback period
 MOSAIC_MIN_INTERVAL = 0.9     # seconds between mosaic redraws (the heaviest data to send)
 SIDEBAR_WIDTH = 350
+# Copy the page's URL (kept on the setup shown, see Lab._sync_link). navigator.clipboard needs a secure
+# context (https or localhost); on a classroom LAN over http the textarea fallback copies instead.
+COPY_LINK = "Copy link"
+COPY_LINK_JS = """
+const url = window.location.href;
+const fallback = () => {
+  const area = document.createElement("textarea");
+  area.value = url; document.body.appendChild(area); area.select();
+  try { document.execCommand("copy"); } finally { area.remove(); }
+};
+if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(url).catch(fallback); }
+else { fallback(); }
+"""
 CARD_CSS = """
 :host { border-radius: 6px; }
 .card-header { padding: 1px 6px !important; min-height: 0 !important; }
@@ -69,10 +82,12 @@ def guarded(fn):
 
 
 # ------------------------------------------------------------------------------------------------
-class Lab:
-    """One tab's lab: a Trainer, the controls that steer it and the dashboard that shows it."""
+class Lab(pn.viewable.Viewer):
+    """One tab's lab: a Trainer, the controls that steer it and the dashboard that shows it. As a Panel
+    object (in a notebook) it shows the sidebar beside the main area."""
 
     def __init__(self):
+        super().__init__()
         self.trainer = None
         self.awaiting_reset: dict = {}     # model settings (and Compare) changed after the start: Reset applies them
         self._started = False
@@ -85,6 +100,8 @@ class Lab:
         self._busy = ""
         self._error_until = 0.0
         self._loaded_msg = ""
+        self.preset_id = presets.STORY     # the base of the page's link
+        self._copied_until = 0.0
         self.session_id = session.session_id()
 
         css = _read_css()
@@ -104,10 +121,16 @@ class Lab:
         self.dashboard = Dashboard()
 
     def _build_buttons(self):
-        self.preset = pn.widgets.Select(name="Preset", groups=presets.groups(), value=presets.INIT_ROBUSTNESS,
+        self.preset = pn.widgets.Select(name="Preset", groups=presets.groups(), value=presets.STORY,
                                         description="Load a ready setup (not started). The authors' tuned "
                                         "settings come from their published configs.", css_classes=["khrbm-preset"],
-                                        sizing_mode="stretch_width", margin=(0, 10, 2, 10))
+                                        width=232, margin=(0, 2, 2, 10))
+        self.copy_link = pn.widgets.Button(name=COPY_LINK, css_classes=["khrbm-copy-link"], width=80,
+                                           margin=(22, 6, 2, 2), button_type="light",
+                                           description="Copy a link to this setup (preset and every changed "
+                                           "setting): opening it restores the setup.")
+        self.copy_link.js_on_click(code=COPY_LINK_JS)
+        self.copy_link.on_click(self._on_copy_link)
         self.controls.watch(self.preset, self._on_preset)
         self.start_btn = pn.widgets.Button(name="▶ Start", button_type="primary", css_classes=["khrbm-start"],
                                            description="Train in the background; the views stream.", width=74,
@@ -193,46 +216,88 @@ class Lab:
         else:
             session.unregister(self.session_id)
 
-    # --- presets ------------------------------------------------------------------------------------
+    # --- presets and links ---------------------------------------------------------------------------
     @guarded
-    def onload(self):
+    def onload(self, query=None, preset: str | None = None):
+        """Open on the setup of the page's link (served), else on ``preset``, else on the story (the bars
+        when MNIST is not here). Whatever the link cannot set is named in the banner."""
+        notes = []
+        default = preset or presets.STORY
         mnist_ok, mnist_msg = kdata.dataset_status("mnist")
-        if mnist_ok:
-            name = presets.INIT_ROBUSTNESS
-        else:
-            name = presets.BARS
-            self.banner.object = ("**MNIST is not available here**, so the lab opened on the offline *bars* "
-                                  "data. To get MNIST run `khrbm data fetch mnist` (needs internet once), or "
-                                  "set `KHRBM_DATA_DIR` to a folder with the MNIST IDX files; then reload.")
+        if not mnist_ok and presets.PRESETS[default].fields["dataset"] == "mnist":
+            default = presets.BARS
+            notes.append("**MNIST is not available here**, so the lab opened on the offline *bars* data. To get "
+                         "MNIST run `khrbm data fetch mnist` (needs internet once), or set `KHRBM_DATA_DIR` to "
+                         "a folder with the MNIST IDX files; then reload.")
             log.info("MNIST not available: %s", mnist_msg)
+        if query is None:
+            query = session.query_args()
+        setup, problems = urlstate.parse(query, default, check=self._check_setup)
+        if problems:
+            log.info("session %s: link not used in full: %s", self.session_id, " | ".join(problems))
+            notes.append("**This link asked for what cannot be used here**; the preset's values stand instead: "
+                         + "; ".join(html.escape(short_message(p, 160)) for p in problems[:6]))
+        if notes:
+            self.banner.object = "\n\n".join(notes)
             self.banner.visible = True
-        with self.controls.quiet():
-            self.preset.value = name
         t0 = time.perf_counter()
-        self._load_preset(name)
+        self._open(setup)
         log.info("session %s opened (first frame in %.2f s); live trainers: %d", self.session_id,
                  time.perf_counter() - t0, session.live_trainers())
+
+    def _check_setup(self, cfg: RunConfig):
+        """ConfigError unless ``cfg`` can run here (its dataset is here; ℓ fits the model)."""
+        ok, msg = kdata.dataset_status(cfg.dataset)
+        if not ok:
+            raise ConfigError("dataset", short_message(msg))
+        from ..train.run import check_ell   # imported late, as the trainer
+        check_ell(cfg, kdata.load_dataset(cfg.dataset))
 
     @guarded
     def _on_preset(self, event):
         try:
-            self._load_preset(event.new)
+            p = presets.PRESETS[event.new]
+            ok, msg = kdata.dataset_status(p.fields["dataset"])
+            if not ok:
+                raise UserError(f"preset '{p.name}' needs {p.fields['dataset']}: {msg}")
+            self._open(urlstate.preset_setup(p.id))
         except Exception:
             with self.controls.quiet():
                 self.preset.value = event.old
             raise
 
-    def _load_preset(self, name):
-        fields, compare = presets.split(presets.PRESETS[name])
-        ok, msg = kdata.dataset_status(fields["dataset"])
-        if not ok:
-            raise UserError(f"preset '{name}' needs {fields['dataset']}: {msg}")
-        cfg = RunConfig().replace(**fields)
-        self._install(cfg, compare)
-        self.controls.show(cfg, compare)
-        self._loaded_msg = f"Loaded “{name}”: {presets.description(name)}. Press ▶ Start."
+    def _open(self, setup: urlstate.Setup):
+        """A fresh trainer for ``setup``, shown in the sidebar (not started)."""
+        self._install(setup.config, setup.compare)
+        self.preset_id = setup.preset
+        with self.controls.quiet():
+            self.preset.value = setup.preset
+        self.controls.show(setup.config, setup.compare)
+        p = presets.PRESETS[setup.preset]
+        changed = "" if setup == urlstate.preset_setup(setup.preset) else " (with the link's changes)"
+        self._loaded_msg = f"Loaded “{p.name}”{changed}: {p.description}. Press ▶ Start."
         self.clear_error()
         self.tick(force=True)
+
+    def link_query(self) -> str:
+        """The query of a link to what the sidebar shows (the preset and every setting changed from it)."""
+        return urlstate.encode(urlstate.Setup(self.preset_id, self.shown_config(), self.shown_compare()))
+
+    def _on_copy_link(self, _event):
+        """Say that the link was copied (the copying is done by the browser, COPY_LINK_JS)."""
+        self.copy_link.name = "✓ Copied"
+        self._copied_until = time.monotonic() + 2.0
+
+    def _sync_link(self):
+        """Keep the page's URL on the setup shown, so that the address bar (and Copy link) reproduces it."""
+        loc = pn.state.location if session.served() else None
+        if loc is None:
+            return
+        search = "?" + self.link_query()
+        if loc.search != search:
+            loc.search = search
+        if self._copied_until and time.monotonic() > self._copied_until:
+            self.copy_link.name, self._copied_until = COPY_LINK, 0.0
 
     # --- settings -----------------------------------------------------------------------------------
     def _widget_value(self, name, value):
@@ -448,6 +513,7 @@ class Lab:
         if self._closed:
             return
         self._server_line()
+        self._sync_link()
         if self._error_until and time.monotonic() > self._error_until:
             self.clear_error()
         if self._jobs:
@@ -516,26 +582,40 @@ class Lab:
                        css="khrbm-more")
         diag = section("Diagnostics · live", *[rows[n] for n in controls.group_fields("diag")], collapsed=True,
                        css="khrbm-diag")
-        return [self.preset, pn.Row(self.start_btn, self.pause_btn, self.step_btn, self.reset_btn, margin=0),
+        return [pn.Row(self.preset, self.copy_link, margin=0),
+                pn.Row(self.start_btn, self.pause_btn, self.step_btn, self.reset_btn, margin=0),
                 self.controls.compare_row, kh, rbm, model, more, diag, self.server_line]
 
     def main(self) -> pn.Column:
         return pn.Column(self.banner, self.errorbox, self.status, *self.dashboard.rows(), self.files.row(),
                          sizing_mode="stretch_width", margin=0, css_classes=["khrbm-main"])
 
-    def attach(self):
-        """Start redrawing, load the opening setup when the page is shown, close when the session ends."""
-        callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
-        pn.state.onload(self.onload)
+    def __panel__(self):
+        return pn.Row(pn.Column(*self.sidebar(), width=SIDEBAR_WIDTH, margin=0), self.main(), margin=0,
+                      css_classes=["khrbm-lab"])
 
-        def destroyed(_ctx):
-            try:
-                callback.stop()
-            except Exception:  # noqa: BLE001
-                pass
-            self.close()
+    def attach(self, preset: str | None = None, at_once: bool = False):
+        """Start redrawing and open the first setup (the page's link, else ``preset``, else the story); served,
+        close with the session. ``at_once``: open it now, so that the code that follows (a notebook's
+        next cells) finds the trainer; else when the page is shown (its first frame comes sooner)."""
+        self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+        if at_once:
+            self.onload(preset=preset)
+        else:
+            pn.state.onload(functools.partial(self.onload, preset=preset))
+        if session.served():
+            def destroyed(_ctx):
+                self._callback.stop()
+                self.close()
+            pn.state.on_session_destroyed(destroyed)
 
-        pn.state.on_session_destroyed(destroyed)
+    def stop(self):
+        """Stop redrawing and close the trainer (in a notebook; a served tab does this when it closes)."""
+        try:
+            self._callback.stop()
+        except Exception:  # noqa: BLE001 - never started, or already stopped
+            pass
+        self.close()
 
 
 def build() -> pn.template.BootstrapTemplate:
@@ -549,3 +629,14 @@ def build() -> pn.template.BootstrapTemplate:
         header_background="#1f3b57", main_max_width="")
     lab.attach()
     return tmpl
+
+
+def lab(preset: str | None = None) -> Lab:
+    """The lab as a Panel object, for a notebook (after ``pn.extension()``) or a notebook served with
+    `panel serve` (where the page's link may choose the setup). ``preset``: an id of presets.PRESETS."""
+    if preset is not None and preset not in presets.PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; one of {', '.join(presets.PRESETS)}")
+    session.local_resources()
+    new = Lab()
+    new.attach(preset, at_once=True)
+    return new

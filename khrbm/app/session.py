@@ -69,6 +69,11 @@ def served() -> bool:
     return doc is not None and getattr(doc, "session_context", None) is not None
 
 
+def query_args() -> dict:
+    """The query of the page's URL as Panel gives it (name -> list of bytes); empty in a notebook."""
+    return dict(pn.state.session_args or {}) if served() else {}
+
+
 def session_id() -> str:
     return pn.state.curdoc.session_context.id if served() else f"local-{id(pn.state.curdoc)}"
 

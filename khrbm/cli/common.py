@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import FIELDS, RunConfig
+from ..config import FIELDS, RunConfig, parse_value
 
 EXIT_BAD_INPUT = 2
 
@@ -15,38 +15,20 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _parse_bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _optional(kind):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null") else kind(text)
-    return parse
-
-
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and one flag per RunConfig field (``--n-hidden 100``, ``--kh-mode td`` …)."""
     parser.add_argument("--config", type=Path, help="JSON file of config fields (flags override it)")
     group = parser.add_argument_group("run config (see SPEC.md)")
     for f in FIELDS:
-        kind = _parse_bool if f.kind is bool else f.kind
-        if f.optional:
-            kind = _optional(kind)
         extra = f" (one of: {', '.join(f.choices)})" if f.choices else ""
-        group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None,
+        group.add_argument(_flag(f.name), dest=f.name, default=None,      # text: config.parse_value reads it
                            metavar=f.name.upper(), help=f"{f.help}{extra} [default: {f.default}]")
 
 
 def config_from_args(args, base: RunConfig | None = None) -> RunConfig:
-    """``--config`` (else ``base``, else the defaults), overridden by every flag given."""
+    """``--config`` (else ``base``, else the defaults), overridden by every flag given (ConfigError)."""
     base = RunConfig.load(args.config) if args.config else (base or RunConfig())
-    changes = {f.name: getattr(args, f.name) for f in FIELDS if getattr(args, f.name) is not None}
+    changes = {f.name: parse_value(f, getattr(args, f.name)) for f in FIELDS if getattr(args, f.name) is not None}
     return base.replace(**changes)
 
 
