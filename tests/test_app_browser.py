@@ -286,6 +286,14 @@ def test_bars_controls_files_and_errors(khrbm_app_server, khrbm_browser, tmp_pat
         tab.upload(junk)
         tab.wait_text(".khrbm-error", "junk.npz")
         assert tab.attr("state") in ("idle", "paused")                   # the server and the run go on
+        assert "up to 10.0 MB" in tab.text(".khrbm-load-label")           # the limit, shown by the input
+        big = tmp_path / "big.npz"
+        big.write_bytes(b"PK\x03\x04" + bytes(11 * 1024 * 1024))        # over the cap: never sent
+        tab.upload(big)
+        msg = tab.wait_text(".khrbm-error", "big.npz is 11.0 MB")
+        assert "up to 10.0 MB" in msg
+        tab.click(".khrbm-step")                                          # the connection is still there
+        tab.wait_attr("step", lambda v: v == "1", timeout=30)
 
         good = tmp_path / "small.json"
         good.write_text(json.dumps({"dataset": "bars", "n_hidden": 12, "kh_mode": "bu", "epochs": 3}))
@@ -298,6 +306,8 @@ def test_bars_controls_files_and_errors(khrbm_app_server, khrbm_browser, tmp_pat
         tab.click(".khrbm-start")
         tab.wait_attr("step", lambda v: int(v) > 20, timeout=60)
         tab.page.locator(".khrbm-comp-bars").first.wait_for(timeout=15000)
+        shares = tab.page.locator(".khrbm-promise").first.get_attribute("data-shares")   # the bars' promise
+        assert len(shares.split(",")) == 1 and 0.0 <= float(shares) <= 1.0
         time.sleep(1.5)
         tab.shot("04_bars_bu.png")
         assert _errors(tab) == []
@@ -343,7 +353,7 @@ def test_offline_opens_on_bars_with_a_banner(khrbm_browser, tmp_path):
             banner = tab.wait_text(".khrbm-banner", "khrbm data fetch mnist")
             assert "KHRBM_DATA_DIR" in banner
             assert tab.page.locator(".khrbm-preset select").first.input_value().startswith("Bars")
-            assert tab.page.locator(".khrbm-w-dataset select").first.input_value() == "bars"
+            assert tab.page.locator(".khrbm-w-dataset select").first.input_value().startswith("bars")
             assert "not downloaded" in tab.text(".khrbm-w-dataset")
             tab.preset(next(n for n in presets_names(tab) if n.startswith("Init robustness")))
             tab.wait_text(".khrbm-error", "fetch mnist")                  # a message, not a crash

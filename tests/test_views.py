@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from khrbm.app import presets, views
+from khrbm.app import feed, presets, views
 from khrbm.config import RunConfig
 
 
@@ -171,8 +171,10 @@ def test_mosaic_view_updates_image_and_hover_columns():
     view = views.MosaicView("t", 4, (4, 4), frame=100)
     view.update(W, 16, wins=np.array([5, 6, 7, 8]), inhibited=np.array([1, 2, 3, 4]), title="new")
     img = view.image.data["image"][0]
-    assert img.shape == (2 * 5 - 1, 2 * 5 - 1)
-    assert np.flipud(img)[0, 5] == 1.0                        # unit 1: top row, second tile, pixel 0
+    assert img.shape == (2 * 5 - 1, 2 * 5 - 1) and img.dtype == np.uint8      # 8-bit codes of w/max|w|
+    assert np.flipud(img)[0, 5] == feed.CODES                 # unit 1: top row, second tile, pixel 0 (= 1.0)
+    assert np.flipud(img)[0, 0] == feed.CODES // 2             # a zero weight: the middle of the map
+    assert np.flipud(img)[4, 0] == feed.NAN_CODE               # the gap between tile rows
     assert list(view.boxes.data["wins"]) == ["5", "6", "7", "8"]
     assert view.fig.title.text == "new"
     view.update(W, 16)                                        # TD / off: no per-unit counts
@@ -243,3 +245,23 @@ def test_every_config_field_has_exactly_one_control():
             assert set(c.buttons) == set(FIELD[name].choices), name
         if c.group in ("kh", "rbm", "diag"):
             assert FIELD[name].live or name == "epochs", name      # the live sections hold live settings
+
+
+def test_bars_line_counts_the_units_that_own_one_bar():
+    from khrbm.core.metrics import bar_masks
+
+    masks = bar_masks(28)
+    W = np.stack([masks[0], masks[30], masks[0] + masks[40], np.zeros(784)], axis=1)
+    arm = SimpleNamespace(name="A", config=RunConfig(dataset="bars", kh_mode="bu"), W=W, n_pixels=784)
+    line = views.bars_line(SimpleNamespace(arms=(arm,)))
+    assert "data-shares='0.500'" in line and "50%" in line and "2 of 4 units" in line and "2 of the 56 bars" in line
+    mnist = SimpleNamespace(name="A", config=RunConfig(), W=W, n_pixels=784)
+    assert views.bars_line(SimpleNamespace(arms=(mnist,))) == ""
+
+
+def test_the_now_point_continues_the_right_axis_curve():
+    pytest.importorskip("bokeh")
+    view = views.CurvesView("t", "step", "r", [dict(key="eps", label="ε", color="#666", axis="right")],
+                            ylabel_right="ε", now_point="#666")
+    view.update({"eps": (np.array([0.0, 60.0]), np.array([0.04, 0.039]))}, now=(211, 0.0385))
+    assert view.now.data == {"x": [60.0, 211.0], "y": [0.039, 0.0385], "size": [0, 7]}

@@ -5,7 +5,6 @@ The sizes (px) are chosen for one 1440×900 screen; see tests/artifacts/*.png.
 """
 from __future__ import annotations
 
-import numpy as np
 import panel as pn
 
 from . import views
@@ -103,10 +102,10 @@ class Dashboard:
     def _build_curves(self, snap, v):
         a = snap.arms[0]
         names = [arm.name for arm in snap.arms]
-        v["mse"] = views.CurvesView("Reconstruction error", "epoch", "MSE per pixel", _series(names, "mse"),
-                                    **CURVE_SIZE)
-        v["ce"] = views.CurvesView("Cross-entropy", "epoch", "cross-entropy per pixel (nats)", _series(names, "ce"),
-                                   **CURVE_SIZE)
+        v["mse"] = views.CurvesView("Reconstruction error", "epoch", "MSE per pixel (log)", _series(names, "mse"),
+                                    log_y=True, **CURVE_SIZE)
+        v["ce"] = views.CurvesView("Cross-entropy", "epoch", "cross-entropy per pixel (nats, log)",
+                                   _series(names, "ce"), log_y=True, **CURVE_SIZE)
         if a.config.task == "classification":
             v["third"] = views.CurvesView("Classification accuracy (validation)", "epoch", "accuracy (fraction)",
                                           _series(names, "accuracy", with_train=False), **CURVE_SIZE)
@@ -169,7 +168,7 @@ class Dashboard:
             if view is not None:
                 bu = arm.counts_mode == "bu"
                 view.update(arm.W, arm.n_pixels, arm.win_counts if bu else None,
-                            arm.inhibit_counts if bu else None, title=mosaic_title(arm))
+                            arm.inhibit_counts if bu else None, title=mosaic_title(arm), key=arm.checksum)
         rows = [a.probe_input] + [r.probe_recon for r in arms]
         self.v["probe"].update(views.probe_mosaic(rows, a.image_shape, max_cols=PROBE_COLS))
 
@@ -186,9 +185,7 @@ class Dashboard:
         v["ce"].update(data, m_epoch)
         v["third"].update(data, m_step if a.config.task != "classification" else m_epoch)
         xs, ys = views.history_arrays(a.xi or {}, "step", "ratio")
-        es, ee = views.history_arrays(a.history, "step", "eps")
-        if a.step > (es[-1] if len(es) else -1):
-            es, ee = np.append(es, a.step), np.append(ee, a.eps)
+        es, ee = views.history_arrays(a.history, "step", "eps")      # ε now: the dot at (step, ε)
         if a.config.probe_every:
             t = f"Fig. 2: |ξ|/|∇L| (A) · ε(t) = {a.eps:.3g} now"
         else:

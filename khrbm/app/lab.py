@@ -387,7 +387,7 @@ class Lab(pn.viewable.Viewer):
             raise UserError(f"the run reached its {snap.arms[0].config.epochs} epochs: raise 'epochs' (applies at "
                             "once) to train on, or Reset")
         self.trainer.start()
-        self._started = True
+        self._started, self._loaded_msg = True, ""
         self.clear_error()
         self.tick()
 
@@ -401,7 +401,7 @@ class Lab(pn.viewable.Viewer):
     def _on_step(self, _event):
         if self.trainer is not None:
             self.trainer.step(1)
-            self._started = True
+            self._started, self._loaded_msg = True, ""
             self.tick()
 
     @guarded
