@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -70,12 +71,7 @@ def panel_serve(target: str, log_name: str, env=None, page=None):
                     time.sleep(0.3)
             yield f"http://127.0.0.1:{port}/{page}", log_path
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +131,7 @@ class Tab:
             return "?"
 
     def click(self, css: str):
+        self.page.mouse.move(700, 20)      # as a hand leaves a button: its tooltip (description) goes away
         self.page.locator(f"{css} button").first.click()
 
     def set_number(self, field: str, value):
@@ -172,6 +169,25 @@ class Tab:
                 return text
             time.sleep(0.2)
         raise AssertionError(f"{needle!r} not in {css}: {text!r}")
+
+    def curves_in_order(self) -> list[str]:
+        """The browser's copy of every curve (a data source with columns x and y): problems, if any x steps
+        back (points sent twice, or out of order)."""
+        return self.page.evaluate("""() => {
+            const bad = [];
+            for (const doc of window.Bokeh.documents) {
+                for (const m of doc.all_models) {
+                    if (!m.get_column || !m.columns) continue;
+                    const cols = m.columns();
+                    if (cols.length !== 2 || !cols.includes("x") || !cols.includes("y")) continue;
+                    const x = Array.from(m.get_column("x"));
+                    for (let i = 1; i < x.length; i++) {
+                        if (!(x[i] > x[i - 1])) { bad.push(`${m.id}: x[${i}] = ${x[i]} after ${x[i - 1]}`); break; }
+                    }
+                }
+            }
+            return bad;
+        }""")
 
     def upload(self, path):
         self.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(path))
@@ -224,6 +240,7 @@ def test_story_on_mnist(mnist_dir, khrbm_app_server, khrbm_browser):
         assert tab.page.locator(".khrbm-comp-wins").count() == 0
         time.sleep(2)
         tab.shot("03_running_bu.png")
+        assert tab.curves_in_order() == []                                # rebuilt, then streamed: no point twice
 
         tab.mark("pause")
         tab.click(".khrbm-pause")

@@ -5,11 +5,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import stop_process
 
 from khrbm.cli import build_parser
 from khrbm.cli.serve import origins
@@ -52,9 +52,4 @@ def test_khrbm_serve_answers_and_refuses_a_forged_origin():
         assert refused.value.code == 403
         connect(f"http://127.0.0.1:{port}").close()          # this machine's own page is let in
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from khrbm.app import presets, urlstate
+from khrbm.app import presets
 from khrbm.app.urlstate import Setup, encode, parse, preset_setup
 from khrbm.config import FIELD, FIELDS, ConfigError, RunConfig, parse_value
 

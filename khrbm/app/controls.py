@@ -68,7 +68,7 @@ COMPARE_HELP = ("Train two models side by side from the same initialisation and 
 
 FULL_LABEL, FULL_W = 100, 176      # sidebar row: label | widget | tooltip icon
 HALF_LABEL, HALF_W = 50, 82        # two settings side by side
-ROW_H = 33
+ROW_H = 31
 NUM_CSS = ".bk-spin-btn { display: none !important; } .bk-input { padding: 1px 5px !important; height: 26px; }"
 LABEL_CSS = """
 .khrbm-label { font-size: 13px; line-height: 1.1; white-space: nowrap; cursor: help; }

@@ -29,8 +29,11 @@ def thin(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np
 class SeriesFeed:
     """What a figure's data source holds of one growing series (a metric history that only appends between
     resets), and what to send it next: :meth:`next` gives ``None`` (nothing new), ``("stream", new points)``
-    or ``("replace", all points, thinned)``. A replace comes when the series is new, shrank or changed its
-    past, or when streaming would leave more than ``2 * max_points`` points in the source."""
+    or ``("replace", all points, thinned)``. A replace comes for the first points, when the series shrank or
+    changed its past, or when streaming would leave more than ``2 * max_points`` points in the source.
+
+    The first points are never streamed: a figure built in the same redraw reaches the browser with its data
+    as it is when the redraw is sent, and a stream in that redraw would add the points a second time."""
 
     def __init__(self, max_points: int = MAX_POINTS):
         self.max_points = max_points
@@ -43,8 +46,7 @@ class SeriesFeed:
         last = (float(x[-1]), float(y[-1])) if n else None
         if n == self.covered and last == self.last:
             return None
-        grew = n > self.covered and (self.covered == 0 or
-                                     (float(x[self.covered - 1]), float(y[self.covered - 1])) == self.last)
+        grew = n > self.covered > 0 and (float(x[self.covered - 1]), float(y[self.covered - 1])) == self.last
         if grew and self.shown + n - self.covered <= 2 * self.max_points:
             op, data = "stream", {"x": x[self.covered:], "y": y[self.covered:]}
             self.shown += n - self.covered

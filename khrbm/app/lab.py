@@ -25,7 +25,7 @@ import panel as pn
 
 from .. import data as kdata
 from ..config import FIELD, MID_RUN_FIELDS, ConfigError, RunConfig, check_value
-from . import controls, files, presets, session, urlstate, views
+from . import controls, files, layout, presets, session, urlstate, views
 from .dashboard import Dashboard
 from .errors import KNOWN, UserError, describe, short_message
 from .session import log
@@ -33,7 +33,6 @@ from .session import log
 ASSETS = Path(__file__).resolve().parent / "assets"
 TICK_MS = 400                 # periodic callback period
 MOSAIC_MIN_INTERVAL = 0.9     # seconds between mosaic redraws (the heaviest data to send)
-SIDEBAR_WIDTH = 350
 # Copy the page's URL (kept on the setup shown, see Lab._sync_link). navigator.clipboard needs a secure
 # context (https or localhost); on a classroom LAN over http the textarea fallback copies instead.
 COPY_LINK = "Copy link"
@@ -47,12 +46,6 @@ const fallback = () => {
 if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(url).catch(fallback); }
 else { fallback(); }
 """
-CARD_CSS = """
-:host { border-radius: 6px; }
-.card-header { padding: 1px 6px !important; min-height: 0 !important; }
-.card-button { margin: 0 4px 0 0 !important; padding: 0 !important; }
-"""
-CARD_TITLE_CSS = ":host { text-align: left; } .khrbm-card-title { font-size: 13px; font-weight: 700; color: #1f3b57; }"
 
 
 @functools.lru_cache(maxsize=1)
@@ -556,43 +549,8 @@ class Lab(pn.viewable.Viewer):
         if self.server_line.object != text:
             self.server_line.object = text
 
-    # --- layout -------------------------------------------------------------------------------------
-    def sidebar(self) -> list:
-        rows = self.controls.rows
-
-        def section(title, *objs, collapsed=False, css=""):
-            # one Column inside: the Bootstrap design gives every direct child of a Card a 10 px margin
-            body = pn.Column(*objs, margin=(2, 0), sizing_mode="stretch_width")
-            return pn.Card(body, header=pn.pane.HTML(f"<span class='khrbm-card-title'>{title}</span>", margin=(0, 4),
-                                                     stylesheets=[CARD_TITLE_CSS]),
-                           collapsed=collapsed, sizing_mode="stretch_width", css_classes=["khrbm-card", css],
-                           margin=(3, 6), stylesheets=[CARD_CSS], header_background="#eef2f6")
-
-        def pair(a, b):
-            return pn.Row(rows[a], b if isinstance(b, pn.viewable.Viewable) else rows[b], margin=0)
-
-        kh = section("KH competition · live", *[rows[n] for n in controls.group_fields("kh")
-                                                 if n not in ("ell_band", "shuffle_xi")],
-                     pn.Row(rows["ell_band"], rows["shuffle_xi"], margin=0), css="khrbm-kh")
-        rbm = section("RBM · live", *[rows[n] for n in controls.group_fields("rbm")], css="khrbm-rbm")
-        model = section("Model · applies on Reset once started", rows["dataset"], rows["task"],
-                        pair("n_hidden", "batch_size"), pair("init", "sampler"), pair("seed", self.reset_hint),
-                        css="khrbm-model")
-        more = section("More model settings", *[rows[n] for n in controls.group_fields("more")], collapsed=True,
-                       css="khrbm-more")
-        diag = section("Diagnostics · live", *[rows[n] for n in controls.group_fields("diag")], collapsed=True,
-                       css="khrbm-diag")
-        return [pn.Row(self.preset, self.copy_link, margin=0),
-                pn.Row(self.start_btn, self.pause_btn, self.step_btn, self.reset_btn, margin=0),
-                self.controls.compare_row, kh, rbm, model, more, diag, self.server_line]
-
-    def main(self) -> pn.Column:
-        return pn.Column(self.banner, self.errorbox, self.status, *self.dashboard.rows(), self.files.row(),
-                         sizing_mode="stretch_width", margin=0, css_classes=["khrbm-main"])
-
     def __panel__(self):
-        return pn.Row(pn.Column(*self.sidebar(), width=SIDEBAR_WIDTH, margin=0), self.main(), margin=0,
-                      css_classes=["khrbm-lab"])
+        return layout.notebook(self)
 
     def attach(self, preset: str | None = None, at_once: bool = False):
         """Start redrawing and open the first setup (the page's link, else ``preset``, else the story); served,
@@ -623,12 +581,9 @@ def build() -> pn.template.BootstrapTemplate:
     session.local_resources()
     pn.extension(notifications=True)
     lab = Lab()
-    tmpl = pn.template.BootstrapTemplate(
-        title="khrbm · Krotov–Hopfield RBM lab", sidebar=lab.sidebar(), main=[lab.main()],
-        sidebar_width=SIDEBAR_WIDTH, favicon=str(ASSETS / "favicon.svg"), logo=str(ASSETS / "logo.svg"),
-        header_background="#1f3b57", main_max_width="")
+    page = layout.page(lab, favicon=str(ASSETS / "favicon.svg"), logo=str(ASSETS / "logo.svg"))
     lab.attach()
-    return tmpl
+    return page
 
 
 def lab(preset: str | None = None) -> Lab:

@@ -181,8 +181,8 @@ def bars_line(snapshot) -> str:
 def status_html(snapshot, busy: str = "", loaded_msg: str = "", mosaic_version: int = -1) -> str:
     """The status line (``status_text`` plus what is going on, the arms' legend and the change count) and a
     hint below it (``loaded_msg``, what was loaded, until the run goes on; else the dataset's notice), and for
-    the bars the share of units that own one bar (``bars_line``). Its numbers are also data attributes, which the browser tests read. ``snapshot`` None:
-    the lab is starting."""
+    the bars the share of units that own one bar (``bars_line``). Its numbers are also data attributes, which
+    the browser tests read. ``snapshot`` None: the lab is starting."""
     if snapshot is None:
         return ("<div class='khrbm-statusline' data-state='starting' data-step='0' data-changes='0'>"
                 "<span class='khrbm-state state-compiling'>starting…</span></div>")
