@@ -24,3 +24,15 @@ def test_lab_notebook_runs_headless(tmp_path):
     assert outputs[3].strip("'").startswith("preset="), outputs[3]
     errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
     assert errors == []
+
+
+def test_importing_khrbm_leaves_panel_out_and_lab_names_a_bad_preset():
+    import subprocess
+    import sys
+
+    code = ("import sys, khrbm, khrbm.app.urlstate, khrbm.app.presets, khrbm.app.feed; "
+            "assert 'panel' not in sys.modules and 'bokeh' not in sys.modules, 'imported panel'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    import khrbm
+    with pytest.raises(ValueError, match="unknown preset 'nope'; one of story, fig3, bars"):
+        khrbm.lab("nope")
