@@ -95,6 +95,7 @@ class Lab(pn.viewable.Viewer):
         self._loaded_msg = ""
         self.preset_id = presets.STORY     # the base of the page's link
         self._copied_until = 0.0
+        self._page_shown = not session.served()   # served: set when the browser has rendered the page
         self.session_id = session.session_id()
 
         css = _read_css()
@@ -536,6 +537,8 @@ class Lab(pn.viewable.Viewer):
             self._buttons(snap)
 
     def _buttons(self, snap):
+        if not self._page_shown:   # Bokeh 3.9 fails on a button's `disabled` that changes before it is drawn
+            return
         running = snap.state == "running"
         busy = snap.state in ("compiling",)
         self.start_btn.disabled = running or busy or snap.state in ("closed", "error")
@@ -562,10 +565,15 @@ class Lab(pn.viewable.Viewer):
         else:
             pn.state.onload(functools.partial(self.onload, preset=preset))
         if session.served():
+            pn.state.onload(self._shown)
             def destroyed(_ctx):
                 self._callback.stop()
                 self.close()
             pn.state.on_session_destroyed(destroyed)
+
+    def _shown(self):
+        self._page_shown = True
+        self.tick(force=True)
 
     def stop(self):
         """Stop redrawing and close the trainer (in a notebook; a served tab does this when it closes)."""
