@@ -1,14 +1,16 @@
 """khrbm: Restricted Boltzmann Machines with Krotov–Hopfield modulation (Tambaş, Subaşı, Kabakçıoğlu 2025).
 
-Layers, data flowing one way: :mod:`khrbm.data` → :mod:`khrbm.rbm`, :mod:`khrbm.kh`, :mod:`khrbm.step`
-(pure NumPy reference) and :mod:`khrbm.kernels` (Numba) → :mod:`khrbm.run` (one model's state) →
-:mod:`khrbm.trainer` (threaded, snapshots) → the Panel app (:mod:`khrbm.app`, :func:`lab`) and the CLI
-(:mod:`khrbm.cli`). Importing khrbm does not import Panel.
+Layers, data flowing one way: :mod:`khrbm.data` → :mod:`khrbm.core` (rbm, kh, step: the pure NumPy
+reference; kernels: Numba; metrics) → :mod:`khrbm.train` (run: one model's state; trainer: threaded,
+snapshots) → the Panel app (:mod:`khrbm.app`, :func:`lab`), the CLI (:mod:`khrbm.cli`) and the scikit-learn
+estimators (:mod:`khrbm.estimators`: ``khrbm.KHBernoulliRBM``, ``khrbm.KHClassRBM``, imported on first use so
+that ``import khrbm`` needs no scikit-learn). Importing khrbm imports neither Panel nor scikit-learn.
 """
 from .config import ConfigError, RunConfig
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "RunConfig", "__version__", "lab"]
+_ESTIMATORS = ("KHBernoulliRBM", "KHClassRBM")
+__all__ = ["ConfigError", "RunConfig", "__version__", "lab", *_ESTIMATORS]
 
 
 def lab(preset: str | None = None):
@@ -17,3 +19,15 @@ def lab(preset: str | None = None):
     ``.stop()`` ends it. ``preset``: a preset id (``"story"``, ``"bars"``, …; see khrbm.app.presets)."""
     from .app.lab import lab as make
     return make(preset)
+
+
+def __getattr__(name: str):
+    if name in _ESTIMATORS:
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'khrbm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ESTIMATORS))

@@ -9,9 +9,36 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+MAX_CONFIG_BYTES = 1 << 20     # a run config is a few hundred bytes; a config file may not exceed 1 MiB
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+NULL_WORDS = ("none", "null")
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib with small limits; integers too long for ``repr`` (> 4300 digits) are described instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxstring = self.maxother = 60
+        self.maxlong = 40
+        self.maxlevel, self.maxlist, self.maxdict = 2, 4, 4
+
+    def repr_int(self, x, level):
+        if x.bit_length() > 256:
+            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+def shown(value: Any) -> str:
+    """A short one-line repr of ``value`` for messages: a 50 MB string or a 400-digit number stays short."""
+    return _ShortRepr().repr(value)
 
 
 class ConfigError(ValueError):
@@ -19,7 +46,8 @@ class ConfigError(ValueError):
 
     def __init__(self, field: str, message: str):
         self.field = field
-        super().__init__(f"config field '{field}': {message}")
+        name = field if isinstance(field, str) and field.isprintable() and len(field) <= 60 else shown(field)
+        super().__init__(f"config field '{name}': {message}")
 
 
 @dataclass(frozen=True)
@@ -38,7 +66,8 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     # --- model: changing any of these needs a reset -------------------------------------------
-    Field("dataset", str, "mnist", "training data", choices=("mnist", "kmnist", "fashion-mnist", "bars")),
+    Field("dataset", str, "mnist", "training data ('array': arrays passed in from Python, see "
+          "khrbm.data.array_dataset)", choices=("mnist", "kmnist", "fashion-mnist", "bars", "array")),
     Field("task", str, "reconstruction", "reconstruction (RBM) or classification (cRBM with label units)",
           choices=("reconstruction", "classification")),
     Field("n_hidden", int, 100, "number of hidden units M", bounds=(1, 10_000), symbol="M"),
@@ -53,8 +82,9 @@ FIELDS: tuple[Field, ...] = (
     Field("val_size", int, None, "use only the first n validation images (default: all)",
           bounds=(1, 10_000_000), optional=True),
     Field("dtype", str, "float32", "floating-point precision of the parameters", choices=("float32", "float64")),
-    Field("backend", str, "numba", "numba kernels (fast) or the plain NumPy transcription of SPEC",
-          choices=("numba", "numpy")),
+    Field("backend", str, "numba", "numba kernels (fast), the plain NumPy transcription of SPEC, or cuda "
+          "(an NVIDIA GPU through Numba's CUDA target; pip install 'khrbm[cuda]')",
+          choices=("numba", "numpy", "cuda")),
     Field("seed", int, 1, "seed of every random stream of the run", bounds=(0, 2**63 - 1)),
     # --- RBM, live ------------------------------------------------------------------------------
     Field("lr", float, 0.1, "learning rate η of the CD step", bounds=(0.0, 10.0), live=True, symbol="η"),
@@ -82,7 +112,8 @@ FIELDS: tuple[Field, ...] = (
           live=True),
     Field("probe_trials", int, 20, "trials averaged by one ξ probe (common random numbers)",
           bounds=(1, 100_000), live=True),
-    Field("eval_size", int, 1000, "validation images used for the in-run metric points", bounds=(1, 10**7),
+    Field("eval_size", int, 1000, "images of a cheap metric point: the validation subsample of the app's "
+          "in-run points, and the fixed training sample (the first n) that every point scores", bounds=(1, 10**7),
           live=True),
 )
 FIELD = {f.name: f for f in FIELDS}
@@ -150,24 +181,44 @@ class RunConfig:
             raise ConfigError("<root>", f"expected a JSON object of fields, got {type(data).__name__}")
         unknown = set(data) - set(FIELD)
         if unknown:
-            raise ConfigError(sorted(unknown)[0], f"unknown field; known fields: {', '.join(FIELD)}")
+            raise ConfigError(sorted(unknown, key=str)[0], f"unknown field; known fields: {', '.join(FIELD)}")
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
+    def from_json(cls, text: str | bytes) -> "RunConfig":
+        """The config in JSON ``text`` (str, or bytes that must be UTF-8); ConfigError (one line) for text
+        over MAX_CONFIG_BYTES, bytes that are not UTF-8, invalid JSON, nesting too deep to parse, numbers
+        with too many digits, or any field out of range."""
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError("<json>", f"too long for a run config ({len(text):,} > {MAX_CONFIG_BYTES:,})")
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError("<json>", f"not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start})")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError("<json>", f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        except RecursionError:
+            raise ConfigError("<json>", "not a run config: its JSON is nested too deeply") from None
+        except ValueError:             # an integer literal beyond sys.get_int_max_str_digits()
+            raise ConfigError("<json>", "not a run config: it holds an integer with thousands of digits") from None
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
+        """The config in JSON file ``path``. Reads at most MAX_CONFIG_BYTES + 1 bytes, so that ``/dev/zero``
+        or a huge file is refused at once; ConfigError (one line) if unreadable or invalid."""
         try:
-            text = Path(path).read_text()
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_CONFIG_BYTES + 1)
         except OSError as exc:
-            raise ConfigError("<file>", f"cannot read {path}: {exc.strerror}")
-        return cls.from_json(text)
+            raise ConfigError("<file>", f"cannot read {path}: {exc.strerror or exc}")
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError("<file>", f"{path} is larger than {MAX_CONFIG_BYTES:,} bytes; a run config is a "
+                                        f"small JSON file")
+        return cls.from_json(raw)
 
 
 def describe_range(f: Field) -> str:
@@ -187,7 +238,7 @@ def check_value(f: Field, value: Any) -> Any:
         if f.optional:
             return None
         raise ConfigError(f.name, f"must be {describe_range(f)}, got null")
-    bad = ConfigError(f.name, f"must be {describe_range(f)}, got {value!r}")
+    bad = ConfigError(f.name, f"must be {describe_range(f)}, got {shown(value)}")
     if f.kind is bool:
         if not isinstance(value, bool):
             raise bad
@@ -203,7 +254,10 @@ def check_value(f: Field, value: Any) -> Any:
             raise bad
         value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:         # an int beyond the float range
+            raise bad from None
         if not math.isfinite(value):
             raise bad
     lo, hi = f.bounds
@@ -212,39 +266,25 @@ def check_value(f: Field, value: Any) -> Any:
     return value
 
 
-
-TRUE_TEXT = ("1", "true", "yes", "on")
-FALSE_TEXT = ("0", "false", "no", "off")
-NULL_TEXT = ("none", "null")
-MAX_TEXT = 200                     # longest text a value may be given as (CLI flag, URL query)
-
-
-def _echo(text: str, limit: int = 40) -> str:
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
-
-
-def parse_value(f: Field, text: str) -> Any:
-    """A field's value from text, as given on the command line or in a link's query: ``none``/``null`` for
-    an optional field, true/false (1/0, yes/no, on/off) for a flag, else a number or a choice; then checked
-    by :func:`check_value`. ConfigError names the field (and echoes at most 40 characters of ``text``)."""
-    if not isinstance(text, str):
-        raise ConfigError(f.name, f"expected text, got {type(text).__name__}")
-    bad = ConfigError(f.name, f"must be {describe_range(f)}, got {_echo(text)}")
-    if len(text) > MAX_TEXT:
-        raise bad
-    low = text.strip().lower()
-    if f.optional and low in NULL_TEXT:
+def parse_text(f: Field, text: str) -> Any:
+    """The value typed as ``text`` for field ``f`` (a CLI flag, a text box): ``true``/``false`` (also
+    yes/no, on/off, 1/0) for switches, ``none``/``null`` for optional fields, numbers as Python reads them;
+    checked by :func:`check_value`. ConfigError (one line) otherwise."""
+    word = text.strip()
+    low = word.lower()
+    if f.optional and low in NULL_WORDS:
         return None
+    value: Any = word
     if f.kind is bool:
-        if low in TRUE_TEXT:
-            return True
-        if low in FALSE_TEXT:
-            return False
-        raise bad
-    if f.kind is str:
-        return check_value(f, text)
-    try:
-        value = int(low) if f.kind is int and low.lstrip("+-").isdigit() else float(low)
-    except ValueError:
-        raise bad from None
+        value = True if low in TRUE_WORDS else False if low in FALSE_WORDS else word
+    elif f.kind in (int, float):
+        for kind in ((int, float) if f.kind is int else (float,)):
+            try:
+                value = kind(word)
+                break
+            except ValueError:        # not a number (or an int literal of too many digits: tried as float)
+                continue
+        else:
+            raise ConfigError(f.name, f"must be {describe_range(f)}, got {shown(text)}")
     return check_value(f, value)
+

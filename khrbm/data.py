@@ -16,6 +16,9 @@ tried first) or directly in the directory; direct files are not used for a datas
 itself is named after a different dataset (so ``KHRBM_DATA_DIR=.../mnist`` never serves KMNIST).
 Each file may be gzip-compressed (``.gz``) or raw. Nothing is downloaded except by an explicit
 :func:`fetch` (``khrbm data fetch NAME``).
+
+A fifth source, ``"array"``, is data handed in from Python: :func:`array_dataset` wraps arrays in memory
+(what the scikit-learn estimators train on); it has no files and cannot be loaded by name.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import os
 import struct
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 DATASETS = ("mnist", "kmnist", "fashion-mnist", "bars")
+ARRAY = "array"                   # config's dataset for arrays passed in from Python (array_dataset)
 IDX_DATASETS = ("mnist", "kmnist", "fashion-mnist")
 DISPLAY_NAMES = {"mnist": "MNIST", "kmnist": "KMNIST", "fashion-mnist": "Fashion-MNIST", "bars": "bars"}
 N_CLASSES = 10
@@ -99,6 +104,7 @@ SHA256 = {
 _IDX_IMAGES, _IDX_LABELS = 0x00000803, 0x00000801
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 16
+FETCH_DEADLINE = 600.0            # seconds a whole `fetch` may take (the four MNIST files are 11 MB)
 
 
 class DataError(Exception):
@@ -107,7 +113,9 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A binarized dataset: x_* uint8 {0,1} (n, 784) read-only, y_* int64 (n,) (bars: all -1)."""
+    """A binarized dataset: x_* uint8 {0,1} (n, 784) read-only, y_* int64 (n,) (bars: all -1).
+    An "array" dataset (:func:`array_dataset`) has any number of columns, and float values in [0, 1]
+    where its data were not binary."""
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -169,6 +177,16 @@ def _parse_header(data: bytes, path) -> tuple[int, tuple[int, ...]]:
     return (0x0800 | ndim), dims
 
 
+def _check_payload(path, dims: tuple[int, ...], got: int) -> None:
+    """DataError unless ``got`` data bytes are what IDX dimensions ``dims`` promise."""
+    expected = int(np.prod(dims, dtype=np.int64))
+    if got < expected:
+        raise DataError(f"{path}: truncated: header promises {expected} data bytes, file has {got}")
+    if got > expected:
+        raise DataError(f"{path}: {got - expected} trailing bytes after the {expected} data bytes "
+                        f"the header promises")
+
+
 def read_idx(path, kind: str | None = None) -> np.ndarray:
     """The uint8 array stored in IDX file ``path`` (gzip or raw): images (n, 28, 28) or labels (n,).
 
@@ -183,27 +201,36 @@ def read_idx(path, kind: str | None = None) -> np.ndarray:
         if magic != want:
             raise DataError(f"{path}: holds {'labels' if magic == _IDX_LABELS else 'images'}, expected {kind}")
     start = 4 + 4 * len(dims)
-    expected = int(np.prod(dims, dtype=np.int64))
-    got = len(data) - start
-    if got < expected:
-        raise DataError(f"{path}: truncated: header promises {expected} data bytes, file has {got}")
-    if got > expected:
-        raise DataError(f"{path}: {got - expected} trailing bytes after the {expected} data bytes "
-                        f"the header promises")
+    _check_payload(path, dims, len(data) - start)
     return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
-def _idx_dims(path: Path) -> tuple[int, tuple[int, ...]]:
-    """(magic, dims) from the header of ``path`` only (cheap; for :func:`dataset_status`)."""
+@functools.lru_cache(maxsize=32)
+def _verified_idx(path: Path, size: int, mtime_ns: int) -> tuple[int, tuple[int, ...]]:
+    """(magic, dims) of IDX file ``path`` after reading all of it, a gzip stream to its end (so its CRC and
+    length are checked): DataError unless the payload is exactly what the header declares. Streamed in
+    chunks; remembered per (path, size, mtime) so that repeated status checks are free."""
     try:
         with open(path, "rb") as f:
-            head = f.read(2)
-        opener = gzip.open if head == _GZIP_MAGIC else open
-        with opener(path, "rb") as f:
-            data = f.read(16)
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: unreadable ({err})") from None
-    return _parse_header(data, path)
+            gzipped = f.read(2) == _GZIP_MAGIC
+        if not gzipped:
+            with open(path, "rb") as f:
+                head = f.read(16)
+            magic, dims = _parse_header(head, path)
+            _check_payload(path, dims, size - 4 - 4 * len(dims))
+            return magic, dims
+        with gzip.open(path, "rb") as f:
+            head = f.read(16)
+            magic, dims = _parse_header(head, path)
+            got = len(head) - 4 - 4 * len(dims)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                got += len(chunk)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: corrupt or truncated gzip file ({err}); delete it and fetch it again") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    _check_payload(path, dims, got)
+    return magic, dims
 
 
 def binarize(x) -> np.ndarray:
@@ -332,8 +359,9 @@ def _load_cached(name: str, files: tuple, validation: str) -> Dataset:
 
 
 def clear_cache() -> None:
-    """Forget every dataset loaded so far."""
+    """Forget every dataset loaded and every file verified so far."""
     _load_cached.cache_clear()
+    _verified_idx.cache_clear()
 
 
 def load_dataset(name: str, data_dir=None, validation: str = "test") -> Dataset:
@@ -343,6 +371,10 @@ def load_dataset(name: str, data_dir=None, validation: str = "test") -> Dataset:
     Results are cached in memory per (name, files found, validation); the arrays are read-only.
     Raises :class:`DataError` if the files are missing or malformed.
     """
+    if name == ARRAY:
+        raise DataError("the 'array' dataset is made of arrays passed in from Python and cannot be loaded by "
+                        "name: build it with khrbm.data.array_dataset(X, y) and hand it over, e.g. "
+                        "Run(config, dataset)")
     _check_name(name)
     if validation not in ("test", "holdout"):
         raise DataError(f"validation must be 'test' or 'holdout', not {validation!r}")
@@ -357,7 +389,8 @@ def load_dataset(name: str, data_dir=None, validation: str = "test") -> Dataset:
 
 
 def dataset_status(name: str, data_dir=None) -> tuple[bool, str]:
-    """(available, one-line message) for dataset ``name``; reads only the IDX headers."""
+    """(available, one-line message) for dataset ``name``. Every file is read whole (gzip CRC and length,
+    IDX payload size against its header; about a second for MNIST the first time, then remembered)."""
     _check_name(name)
     if name == "bars":
         return True, (f"bars: generated from seed {BARS_SEED}, {BARS_SIZES[0]} train / {BARS_SIZES[1]} "
@@ -367,7 +400,8 @@ def dataset_status(name: str, data_dir=None) -> tuple[bool, str]:
         directory, found = locate(name, data_dir)
         counts = {}
         for role, path in found.items():
-            magic, dims = _idx_dims(path)
+            st = path.stat()
+            magic, dims = _verified_idx(path, st.st_size, st.st_mtime_ns)
             want = _IDX_IMAGES if role.endswith("images") else _IDX_LABELS
             if magic != want:
                 raise DataError(f"{path}: does not hold {role.split('_')[1]}")
@@ -383,6 +417,68 @@ def dataset_status(name: str, data_dir=None) -> tuple[bool, str]:
         n = counts[f"{split}_images"]
         parts.append(f"{n} {split}" + (" (partial)" if n < full else ""))
     return True, f"{shown}: {' / '.join(parts)} from {directory}"
+
+
+# --------------------------------------------------------------------------------------------------
+# arrays from Python
+
+def _visible_rows(X, what: str) -> np.ndarray:
+    """A copy of ``X`` (any array, or a sparse matrix: anything with ``toarray()``) as samples × units:
+    uint8 when every value is 0 or 1, else float (float32 stays float32)."""
+    x = np.asarray(X.toarray() if hasattr(X, "toarray") else X)
+    if x.ndim != 2 or 0 in x.shape:
+        raise DataError(f"{what} must be a non-empty 2-D array (samples × features), got shape {x.shape}")
+    if x.dtype.kind not in "buif":
+        raise DataError(f"{what} must hold numbers, got dtype {x.dtype}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{what} contains NaN or inf")
+    if ((x == 0) | (x == 1)).all():
+        return x.astype(np.uint8)
+    return x.astype(np.float32 if x.dtype == np.float32 else np.float64)
+
+
+def _class_codes(y, n: int, what: str) -> np.ndarray:
+    """``y`` as int64 class codes 0..C-1, one per row (DataError naming ``what`` otherwise)."""
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise DataError(f"{what} must hold one label per row, shape ({n},), got {y.shape}")
+    if y.dtype.kind not in "iu" or (n and int(y.min()) < 0):
+        raise DataError(f"{what} must be integer class codes 0..C-1 (map other labels first, e.g. with "
+                        f"np.unique(y, return_inverse=True)), got dtype {y.dtype}")
+    return y.astype(np.int64)
+
+
+def array_dataset(X, y=None, X_val=None, y_val=None) -> Dataset:
+    """The dataset ``"array"`` made of arrays in memory, so that a Run or Trainer trains on user data:
+    ``Run(RunConfig(dataset="array", ...), array_dataset(X, y))``.
+
+    Rows of ``X`` are visible vectors (numpy arrays, or scipy sparse matrices, which are densified):
+    binary, or values in [0, 1] read as probabilities. Binary data are kept as uint8, other data as float.
+    ``y`` (optional) are integer class codes 0..C-1 with C = the largest code + 1 (needed for
+    ``task="classification"``); without ``y`` there are no classes, as for bars. Without ``X_val`` the
+    validation split is the training set itself (the same arrays). Values outside [0, 1] are kept (the
+    energy is defined for any real v) but named in ``notice``. Everything else malformed: DataError.
+    """
+    x_tr = _readonly(_visible_rows(X, "X"))
+    y_tr = _readonly(np.full(len(x_tr), -1, np.int64) if y is None else _class_codes(y, len(x_tr), "y"))
+    if X_val is None:
+        if y_val is not None:
+            raise DataError("y_val was given without X_val")
+        x_va, y_va = x_tr, y_tr
+    else:
+        x_va = _readonly(_visible_rows(X_val, "X_val"))
+        if x_va.shape[1] != x_tr.shape[1]:
+            raise DataError(f"X_val has {x_va.shape[1]} columns, X has {x_tr.shape[1]}")
+        if (y is None) != (y_val is None):
+            raise DataError("give y_val with X_val exactly when y is given")
+        y_va = _readonly(np.full(len(x_va), -1, np.int64) if y_val is None
+                         else _class_codes(y_val, len(x_va), "y_val"))
+    n_classes = 0 if y is None else int(max(y_tr.max(), y_va.max())) + 1
+    lo, hi = min(x_tr.min(), x_va.min()), max(x_tr.max(), x_va.max())
+    notice = "" if 0 <= lo and hi <= 1 else (
+        f"values outside [0, 1] (from {lo:g} to {hi:g}); the units are binary: scale the data into [0, 1] "
+        f"(e.g. grey levels / 255)")
+    return Dataset(ARRAY, x_tr, y_tr, x_va, y_va, notice, n_classes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,8 +503,10 @@ def make_bars(n: int, seed: int, size: int = 28, p_bar: float | None = None) -> 
 # download
 
 def _download(url: str, target_dir: Path, filename: str, sha256: str | None, timeout: float,
-              progress: bool) -> Path:
-    """Download ``url`` to ``target_dir/filename`` via a temp file; verified, then renamed atomically."""
+              progress: bool, deadline: float) -> Path:
+    """Download ``url`` to ``target_dir/filename`` via a temp file; verified, then renamed atomically. The
+    temp file is removed on any error or exception (a signal handler's included); DataError once
+    ``time.monotonic()`` passes ``deadline``."""
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": "khrbm"})
@@ -417,14 +515,18 @@ def _download(url: str, target_dir: Path, filename: str, sha256: str | None, tim
     try:
         digest = hashlib.sha256()
         received = 0
+        timeout = min(timeout, max(deadline - time.monotonic(), 0.01))
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with tqdm(total=total, unit="B", unit_scale=True, desc=filename, file=sys.stderr,
                       disable=not progress, leave=False) as bar:
                 while True:
+                    if time.monotonic() > deadline:
+                        raise DataError(f"still downloading at the fetch deadline (got {received} of "
+                                        f"{total if total is not None else '?'} bytes)")
                     try:
-                        chunk = response.read(_CHUNK)
+                        chunk = response.read1(_CHUNK)     # what has arrived: a slow server cannot hold it
                     except http.client.IncompleteRead as err:
                         received += len(err.partial)
                         raise DataError(f"truncated download: got {received} of {total} bytes") from None
@@ -458,13 +560,15 @@ def _sha256_of(path: Path) -> str:
 
 
 def fetch(name: str, dest=None, mirrors=None, progress: bool = True, timeout: float = 30,
-          checksums: dict | None = None) -> Path:
+          checksums: dict | None = None, deadline: float = FETCH_DEADLINE) -> Path:
     """Download the four IDX .gz files of ``name`` into ``dest`` (default :func:`cache_dir`) and return it.
 
     Mirrors (base URLs, default :data:`MIRRORS`) are tried in order per file. Each file is written to a
     temp file and renamed into place only after its SHA-256 (``checksums``: file name -> hex digest,
     default :data:`SHA256`; a missing entry skips the hash) and IDX structure check out; a failed,
     truncated or mismatched download leaves no file behind. Files already present and valid are kept.
+    ``timeout``: seconds one network operation may wait; ``deadline``: seconds the whole fetch may take
+    (DataError after that, keeping the files completed so far).
     """
     _check_name(name)
     if name == "bars":
@@ -476,6 +580,7 @@ def fetch(name: str, dest=None, mirrors=None, progress: bool = True, timeout: fl
         raise DataError(f"cannot create {target}: {err.strerror or err}") from None
     bases = tuple(mirrors) if mirrors is not None else MIRRORS[name]
     hashes = SHA256[name] if checksums is None else dict(checksums)
+    end = time.monotonic() + deadline
     for base in FILES.values():
         filename = base + ".gz"
         want = hashes.get(filename)
@@ -492,8 +597,11 @@ def fetch(name: str, dest=None, mirrors=None, progress: bool = True, timeout: fl
         failures = []
         for mirror in bases:
             url = mirror.rstrip("/") + "/" + filename
+            if time.monotonic() > end:
+                failures.append(f"{url}: not tried, the fetch deadline of {deadline:g} s has passed")
+                continue
             try:
-                _download(url, target, filename, want, timeout, progress)
+                _download(url, target, filename, want, timeout, progress, end)
                 break
             except urllib.error.HTTPError as err:
                 failures.append(f"{url}: HTTP {err.code} {err.reason}")

@@ -7,6 +7,7 @@ skips with one line saying how to get the data, or fails when ``KHRBM_REQUIRE_RE
 """
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 if "KHRBM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
     os.environ["KHRBM_DATA_DIR"] = str(SHARED_DATA)
+
+# Tests never write to the user's run registry: every khrbm process they start records into this one.
+os.environ["KHRBM_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="khrbm-test-registry-")) / "registry.sqlite")
 
 HOW_TO_GET_MNIST = ("real MNIST not found: run `khrbm data fetch mnist` (needs internet once) or set "
                     "KHRBM_DATA_DIR to a folder holding its IDX files")
@@ -46,3 +50,20 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+@pytest.fixture
+def trainers():
+    """Make Trainers (``trainers(config_a, ...)``); all closed afterwards even if the test fails."""
+    from khrbm.train.trainer import Trainer
+
+    made = []
+
+    def make(*args, **kw):
+        t = Trainer(*args, **kw)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()

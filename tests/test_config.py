@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from khrbm.config import FIELD, FIELDS, LIVE_FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig, parse_value
+from khrbm.config import (FIELD, FIELDS, LIVE_FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig,
+                          parse_text)
 
 
 def test_defaults_round_trip_through_json():
@@ -67,12 +68,12 @@ def test_dataclass_and_field_table_declare_the_same_fields():
 
 
 def test_values_from_text_as_the_cli_and_links_give_them():
-    assert parse_value(FIELD["horizon"], "None") is None and parse_value(FIELD["horizon"], "12.5") == 12.5
-    assert parse_value(FIELD["ell_band"], "yes") is True and parse_value(FIELD["shuffle_xi"], "0") is False
-    assert parse_value(FIELD["n_hidden"], "200") == 200 and parse_value(FIELD["n_hidden"], "2e2") == 200
-    assert parse_value(FIELD["kh_mode"], "td") == "td"
+    assert parse_text(FIELD["horizon"], "None") is None and parse_text(FIELD["horizon"], "12.5") == 12.5
+    assert parse_text(FIELD["ell_band"], "yes") is True and parse_text(FIELD["shuffle_xi"], "0") is False
+    assert parse_text(FIELD["n_hidden"], "200") == 200 and parse_text(FIELD["n_hidden"], "2e2") == 200
+    assert parse_text(FIELD["kh_mode"], "td") == "td"
     for name, text in (("n_hidden", "2.5"), ("n_hidden", "9" * 5000), ("eps0", "inf"), ("kh_mode", "TD"),
                        ("ell_band", "maybe"), ("seed", "none"), ("lr", "0x10")):
         with pytest.raises(ConfigError) as err:
-            parse_value(FIELD[name], text)
+            parse_text(FIELD[name], text)
         assert err.value.field == name and len(str(err.value)) < 200, str(err.value)

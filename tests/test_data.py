@@ -4,8 +4,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import os
+import signal
 import struct
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +157,42 @@ def test_label_out_of_range(isolated):
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.full(12, 10, np.uint8))
     with pytest.raises(DataError, match="label 10 out of range 0..9"):
         data.load_dataset("mnist", data_dir=folder)
+
+
+def test_status_reads_whole_files_and_reports_truncation_and_bad_crc(isolated):
+    folder = isolated / "d"
+    write_dataset(folder)
+    expected = f"MNIST: 30 train (partial) / 12 test (partial) from {folder}"
+    assert data.dataset_status("mnist", data_dir=folder) == (True, expected)
+    images = folder / "train-images-idx3-ubyte.gz"
+    whole = images.read_bytes()
+    images.write_bytes(whole[:-100])                      # cut: the header still reads fine
+    data.clear_cache()
+    ok, msg = data.dataset_status("mnist", data_dir=folder)
+    assert not ok and msg.startswith(f"{images}: corrupt or truncated gzip file")
+    crc = bytearray(whole)
+    crc[-8] ^= 0xFF                                        # the gzip trailer's CRC-32 no longer matches
+    images.write_bytes(bytes(crc))
+    data.clear_cache()
+    ok, msg = data.dataset_status("mnist", data_dir=folder)
+    assert not ok and "CRC check failed" in msg and str(images) in msg
+    # a gzip stream that is whole but holds fewer images than its IDX header declares
+    raw = gzip.decompress(whole)
+    images.write_bytes(gzip.compress(raw[:-784]))
+    data.clear_cache()
+    ok, msg = data.dataset_status("mnist", data_dir=folder)
+    assert not ok and msg == f"{images}: truncated: header promises {30 * 784} data bytes, file has {29 * 784}"
+
+
+def test_status_of_raw_files_checks_their_size(isolated):
+    folder = isolated / "raw"
+    write_dataset(folder, compress=False)
+    assert data.dataset_status("mnist", data_dir=folder)[0]
+    labels = folder / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes() + b"\0\0")
+    data.clear_cache()
+    ok, msg = data.dataset_status("mnist", data_dir=folder)
+    assert not ok and msg == f"{labels}: 2 trailing bytes after the 12 data bytes the header promises"
 
 
 # ---------------------------------------------------------------------------------------------- binarize
@@ -347,6 +388,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if mode == "slow":      # 100 bytes every 0.1 s, for at most 30 s or until the client goes away
+            for start in range(0, min(len(body), 30_000), 100):
+                try:
+                    self.wfile.write(body[start:start + 100])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.1)
+            return
         # "short": announce the full length but send only half of it, then close
         self.wfile.write(body[: len(body) // 2] if mode == "short" else body)
 
@@ -437,3 +487,50 @@ def test_fetch_all_mirrors_fail_message(isolated, server):
 def test_fetch_bars_refused():
     with pytest.raises(DataError, match="nothing to fetch"):
         data.fetch("bars")
+
+
+def test_fetch_gives_up_at_its_deadline_and_leaves_nothing(isolated, server):
+    url, _, sums = server
+    dest = isolated / "dl"
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match=r"slow/train-images-idx3-ubyte\.gz: still downloading at the fetch deadline"):
+        data.fetch("mnist", dest=dest, mirrors=[url + "/slow/"], checksums=sums, progress=False, deadline=1.0)
+    assert time.monotonic() - t0 < 10                      # the server would trickle for 30 s
+    assert list(dest.iterdir()) == []
+
+
+def test_sigterm_during_fetch_leaves_no_partial_file(isolated, server):
+    url, _, _ = server
+    dest = isolated / "dl"
+    proc = subprocess.Popen([sys.executable, "-m", "khrbm", "data", "fetch", "mnist", "--dest", str(dest),
+                             "--mirror", url + "/slow/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(dest.glob(".*.part")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert list(dest.glob(".*.part")), "the download never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == "khrbm: error: fetch of mnist terminated (SIGTERM); no partial file left"
+    assert "Traceback" not in err and list(dest.iterdir()) == []
+
+
+def test_status_of_a_broken_file_on_the_command_line_and_a_closed_pipe(isolated):
+    folder = isolated / "d"
+    write_dataset(folder)
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-50])
+    env = {**os.environ, "KHRBM_DATA_DIR": str(folder)}
+    proc = subprocess.run([sys.executable, "-m", "khrbm", "data", "status"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.splitlines()[0] == f"--  {images}: corrupt or truncated gzip file (Compressed file ended " \
+                                          f"before the end-of-stream marker was reached); delete it and fetch it again"
+    read_end, write_end = os.pipe()
+    os.close(read_end)                                     # `khrbm data status | head` after head has exited
+    try:
+        closed = subprocess.run([sys.executable, "-m", "khrbm", "data", "status"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert closed.returncode == 128 + signal.SIGPIPE and closed.stderr == ""

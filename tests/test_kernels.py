@@ -228,7 +228,7 @@ def test_warmup_then_fresh_stepper(mnist):
     q = init_params(784, 25, "lecun", 3, np.float32)
     assert kernels.make_stepper("numpy", 784, 25, 10, np.float32).step(q, x[:10], StepSettings(), 1).chain is None
     with pytest.raises(ValueError):
-        kernels.make_stepper("cuda", 784, 25, 10)
+        kernels.make_stepper("tpu", 784, 25, 10)
     with pytest.raises(ValueError):
         s.step(p, x[:11], StepSettings(), 1)            # more rows than batch_size
     with pytest.raises(ValueError):
@@ -243,3 +243,22 @@ def test_shuffled_control_delegates(mnist):
     numpy_step(p1, x[:30], st, 5)
     kernels.NumbaStepper(784, 20, 30, np.float64).step(p2, x[:30], st, 5)
     np.testing.assert_array_equal(p1.W, p2.W)
+
+
+def test_params_norm_after_a_step(mnist):
+    """The step reports ‖θ‖₂ of the parameters it leaves (the divergence check's bound on max |θ|), NaN for
+    a NaN anywhere, inf for an inf."""
+    x, y = mnist
+    s = kernels.NumbaStepper(784, 30, 20, np.float32)
+    for st in (StepSettings(), StepSettings(kh_mode="td", eps=0.02)):
+        p = _params(784, 30, np.float32)
+        s.step(p, x[:20], st, 3)
+        exact = np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in (p.W, p.a, p.b)))
+        assert s.params_norm == pytest.approx(exact, rel=1e-5)
+        for name, i, bad in (("W", (5, 7), np.nan), ("a", 3, np.nan), ("b", 29, np.nan), ("W", (700, 2), np.inf)):
+            q = p.copy()
+            getattr(q, name)[i] = bad
+            s.step(q, x[:20], st, 4)
+            assert not np.isfinite(s.params_norm), (name, bad)
+    s.step(p, x[:20], StepSettings(kh_mode="td", eps=0.02, shuffle_xi=True), 5)
+    assert s.params_norm is None

@@ -35,21 +35,6 @@ def mnist(mnist_dir):
     return load_dataset("mnist")
 
 
-@pytest.fixture
-def trainers():
-    """Trainers made by a test; all closed afterwards even if the test fails."""
-    made = []
-
-    def make(*args, **kw):
-        t = Trainer(*args, **kw)
-        made.append(t)
-        return t
-
-    yield make
-    for t in made:
-        t.close()
-
-
 def params_of(arm):
     return Params(arm.W.copy(), arm.a.copy(), arm.b.copy())
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from khrbm.app import presets
 from khrbm.app.urlstate import Setup, encode, parse, preset_setup
-from khrbm.config import FIELD, FIELDS, ConfigError, RunConfig, parse_value
+from khrbm.config import FIELD, FIELDS, ConfigError, RunConfig, parse_text
 
 STORY = preset_setup("story")
 
@@ -133,7 +133,7 @@ def test_any_session_args_give_a_valid_setup_naming_each_unused_key(args):
     for key, values in args.items():
         if key in FIELD and len(values) == 1:
             try:
-                wanted = parse_value(FIELD[key], values[0] if isinstance(values[0], str)
+                wanted = parse_text(FIELD[key], values[0] if isinstance(values[0], str)
                                      else values[0].decode("utf-8", "replace"))
             except ConfigError:
                 assert any(f"'{key}'" in p for p in problems), (key, values, problems)

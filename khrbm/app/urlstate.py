@@ -1,7 +1,7 @@
 """A link that reproduces a setup: the URL query carries the preset and every setting that differs from it,
 Compare included (``/app?preset=story&kh_mode=bu&eps0=0.02&compare=false``).
 
-:func:`parse` reads a query through the config's own checks (``config.parse_value``, the CLI's reader, then
+:func:`parse` reads a query through the config's own checks (``config.parse_text``, the CLI's reader, then
 ``RunConfig``): whatever the query holds, it returns a valid :class:`Setup` and one line per thing it could
 not use (an unknown key, a bad value, a value given twice, a value that does not fit the rest), each of which
 falls back to the preset's value. It never raises. :func:`encode` writes the query of a setup; parsing it
@@ -13,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from ..config import FIELD, FIELDS, ConfigError, Field, RunConfig, parse_value
+from ..config import FIELD, FIELDS, ConfigError, Field, RunConfig, parse_text
 from .presets import PRESETS
 
 PRESET_KEY = "preset"
@@ -102,9 +102,9 @@ def parse(query, default_preset: str, check: Callable[[RunConfig], None] | None 
     for key, text in single.items():
         try:
             if key == COMPARE_KEY:
-                compare = parse_value(COMPARE_FIELD, text)
+                compare = parse_text(COMPARE_FIELD, text)
             elif key in FIELD:
-                changes[key] = parse_value(FIELD[key], text)
+                changes[key] = parse_text(FIELD[key], text)
             else:
                 problems.append(f"unknown setting {_short(key)} in the link; not used")
         except ConfigError as exc:

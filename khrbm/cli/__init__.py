@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
-SUBCOMMANDS = ("train", "data", "serve")
+SUBCOMMANDS = ("train", "data", "runs", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,8 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Parse ``argv`` and run the subcommand. Ctrl-C before a subcommand handles it (while importing,
+    loading data, compiling) ends with one line and 130; a closed stdout (``khrbm data status | head``)
+    ends quietly with 141, as a program killed by SIGPIPE would."""
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    try:
+        code = args.handler(args)
+        sys.stdout.flush()
+        return code
+    except KeyboardInterrupt:
+        print("khrbm: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush at exit
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ How it is fast (``benchmarks/README.md`` has the measurements behind each choice
 Kernels are compiled with ``cache=True`` (on disk, in ``khrbm/__pycache__``); :func:`warmup` compiles
 (~20 s per dtype the first time) or loads (< 1 s) every variant, and the app and the CLI call it at
 start. Numba's cache only watches this file, so the cache is also dropped when ``rng.py`` (whose
-``uniform_at`` is inlined here) changes.
+``uniform_at`` is inlined here) changes (:func:`drop_stale_cache`).
 """
 from __future__ import annotations
 
@@ -67,17 +67,19 @@ from .step import StepResult, StepSettings, numpy_step, shuffled_xi_step  # noqa
 __all__ = ["NumbaStepper", "NumpyStepper", "make_stepper", "warmup"]
 
 
-def _drop_stale_cache() -> None:
-    """Delete this module's Numba cache files when rng.py changed since they were written."""
-    here = Path(__file__).resolve()
-    cache = here.parent / "__pycache__"
+def drop_stale_cache(stem: str, dependencies: tuple) -> None:
+    """Delete the Numba cache files of module ``stem`` (in this folder's ``__pycache__``) when one of
+    ``dependencies`` (file names in this folder whose jitted functions the module inlines or calls)
+    changed since they were written: Numba's cache only watches the module's own source file."""
+    here = Path(__file__).resolve().parent
+    cache = here / "__pycache__"
     try:
-        digest = hashlib.sha256((here.parent / "rng.py").read_bytes()).hexdigest()[:16]
-        stamp = cache / "kernels.rng-stamp"
+        digest = hashlib.sha256(b"".join((here / d).read_bytes() for d in dependencies)).hexdigest()[:16]
+        stamp = cache / f"{stem}.deps-stamp"
         if stamp.is_file() and stamp.read_text() == digest:
             return
         if cache.is_dir():
-            for f in list(cache.glob("kernels.*.nbi")) + list(cache.glob("kernels.*.nbc")):
+            for f in list(cache.glob(f"{stem}.*.nbi")) + list(cache.glob(f"{stem}.*.nbc")):
                 f.unlink(missing_ok=True)
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
@@ -85,7 +87,7 @@ def _drop_stale_cache() -> None:
         pass
 
 
-_drop_stale_cache()
+drop_stale_cache("kernels", ("rng.py",))
 
 _LOCK = threading.RLock()
 
@@ -217,28 +219,32 @@ def _compact(row, n, ix, vx, dense):
     return c
 
 
+@njit(**_JIT)
+def _list_row(row, ix, vx):
+    """Index list of one row (see :func:`_to_lists`) into ix/vx; returns (nnz, binary)."""
+    n = row.shape[0]
+    c = 0
+    ones = 0
+    for i in range(n):
+        c += row[i] != 0
+        ones += row[i] == 1
+    binary = ones == c
+    if binary:
+        for i in range(c):
+            vx[i] = 1
+        _compact(row, n, ix, vx[:0], 2 * c > n)
+    else:
+        _compact(row, n, ix, vx, False)
+    return c, binary
+
+
 @njit(**_PJIT)
 def _to_lists(X, nrows, idx, val, nnz, binary):
     """Index lists of the rows of X[:nrows]: idx[r, :nnz[r]] are the columns of the non-zero entries
     (ascending; their values in val[r, :nnz[r]]); for a binary row with more ones than zeros,
     idx[r, nnz[r]:] lists the zero columns (descending). binary[r]: every non-zero entry is 1."""
-    n = X.shape[1]
     for r in prange(nrows):
-        row = X[r]
-        vx = val[r]
-        c = 0
-        ones = 0
-        for i in range(n):
-            c += row[i] != 0
-            ones += row[i] == 1
-        binary[r] = ones == c
-        if binary[r]:
-            for i in range(c):
-                vx[i] = 1
-            _compact(row, n, idx[r], vx[:0], 2 * c > n)
-        else:
-            _compact(row, n, idx[r], vx, False)
-        nnz[r] = c
+        nnz[r], binary[r] = _list_row(X[r], idx[r], val[r])
 
 
 @njit(**_PJIT)
@@ -311,6 +317,20 @@ def _gather(out, r, idx, val, nnz, binary, S, tot, use_tot):
 
 
 @njit(**_JIT)
+def _sample_list(p, key, base, hi):
+    """h = u < p with u = uniform_at(key, base + j), as a two-ended index list in hi (ones ascending,
+    then zeros descending); returns the number of ones."""
+    M = p.shape[0]
+    c = 0
+    for j in range(M):
+        on = uniform_at(key, base + np.uint64(j)) < p[j]
+        hi[c] = j
+        hi[M - 1 - j + c] = j
+        c += on
+    return c
+
+
+@njit(**_JIT)
 def _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, Ph, D):
     """P[r] = σ(pre[r] + b); D[r] = Ph[r] - P[r] if Ph has rows; if ``sample``: h = u < P[r] as a
     two-ended index list (ones ascending, then zeros descending) with u = uniform_at(key, r·M + j)."""
@@ -325,15 +345,7 @@ def _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, Ph, D):
         for j in range(M):
             d[j] = ph[j] - p[j]
     if sample:
-        base = np.uint64(r) * np.uint64(M)
-        hi = hidx[r]
-        c = 0
-        for j in range(M):
-            on = uniform_at(key, base + np.uint64(j)) < p[j]
-            hi[c] = j
-            hi[M - 1 - j + c] = j
-            c += on
-        hnnz[r] = c
+        hnnz[r] = _sample_list(p, key, np.uint64(r) * np.uint64(M), hidx[r])
 
 
 @njit(**_PJIT)
@@ -354,13 +366,32 @@ def _hidden_update(idx, val, nnz, nrows, slot_of, dS, b, pre, P, key, sample, hi
         pr = pre[r]
         ix = idx[r]
         vx = val[r]
+        cnt = 0                                   # changed rows wait in (q0, v0) … (q3, v3): 4 per pass
+        q0 = q1 = q2 = 0
+        v0 = v1 = v2 = vx[0]
         for n in range(nnz[r]):
             q = slot_of[ix[n]]
-            if q >= 0:
-                v = vx[n]
-                dq = dS[q]
+            if q < 0:
+                continue
+            if cnt == 0:
+                q0, v0 = q, vx[n]
+            elif cnt == 1:
+                q1, v1 = q, vx[n]
+            elif cnt == 2:
+                q2, v2 = q, vx[n]
+            else:
+                d0, d1, d2, d3 = dS[q0], dS[q1], dS[q2], dS[q]
+                v3 = vx[n]
                 for j in range(M):
-                    pr[j] += v * dq[j]
+                    pr[j] += (v0 * d0[j] + v1 * d1[j]) + (v2 * d2[j] + v3 * d3[j])
+                cnt = -1
+            cnt += 1
+        for t in range(cnt):
+            q = q0 if t == 0 else (q1 if t == 1 else q2)
+            v = v0 if t == 0 else (v1 if t == 1 else v2)
+            dq = dS[q]
+            for j in range(M):
+                pr[j] += v * dq[j]
         _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, P[:0], P)
 
 
@@ -437,6 +468,16 @@ def _currents_ranked(idx, val, nnz, binary, nrows, S, tot, use_tot, I, ell1, top
     for r in prange(nrows):
         _gather(I, r, idx, val, nnz, binary, S, tot, use_tot)
         _top(I, r, K, ell1, topv, ranked)
+
+
+@njit(**dict(_JIT, fastmath={"reassoc"}))
+def _sum_squares(x):
+    """Σ x² in x's dtype, reassociated so that it vectorizes (a bound, not a metric: NaN and ±inf still
+    propagate)."""
+    s = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        s += x[i] * x[i]
+    return s
 
 
 @njit(**_JIT)
@@ -660,17 +701,20 @@ def _accumulate_scaled(acc, lst, vals, cnt, i, R):
 
 
 @njit(**_PJIT)
-def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, acc):
+def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, acc, ssq):
     """θ ← θ - η∇L with ∇_W L = -(XᵀPh - VᵀQh)/B, ∇_a L = -mean(X - V), ∇_b L = -mean(Ph - Qh);
     V is the (binary) end of the chain and D = Ph - Qh. Row i of XᵀPh - VᵀQh is the sum of D over the
     batch rows where pixel i is on in both, + x·Ph where only in X, - Qh where only in V. One pass per
-    W row; rows are split in chunks with one accumulator each (acc: chunk × M)."""
+    W row; rows are split in chunks with one accumulator each (acc: chunk × M). On the way, Σθ² of the new
+    values of each chunk into ssq (W and a, then b): ‖θ‖ bounds max |θ| for the divergence check without
+    a pass of its own (NaN and ±inf propagate into it)."""
     N, M = W.shape
     nch = acc.shape[0]
     Bf = _as(nrows, W[0, 0])
     per = (N + nch - 1) // nch
     for ch in prange(nch):
         ac = acc[ch]
+        sq = 0.0
         for i in range(ch * per, min(N, (ch + 1) * per)):
             for j in range(M):
                 ac[j] = 0
@@ -685,13 +729,18 @@ def _apply_gradient(nrows, cx, cxv, nx, cv, nv, cd, nd, Ph, Qh, D, W, a, b, lr, 
             for j in range(M):
                 wi[j] -= lr * (-ac[j] / Bf)
             a[i] -= lr * (-sa / Bf)
+            sq += np.float64(_sum_squares(wi)) + np.float64(a[i]) * np.float64(a[i])
+        ssq[ch] = sq
     per_m = (M + nch - 1) // nch
     for ch in prange(nch):
+        sq = 0.0
         for j in range(ch * per_m, min(M, (ch + 1) * per_m)):
             s = _as(0, W[0, 0])
             for r in range(nrows):
                 s += D[r, j]
             b[j] -= lr * (-s / Bf)
+            sq += np.float64(b[j]) * np.float64(b[j])
+        ssq[nch + ch] = sq
 
 
 # --------------------------------------------------------------------------------------------------
@@ -713,7 +762,10 @@ class NumbaStepper:
     the caller owns and may keep (CD: None). ``X`` (and the PCD chain) may be uint8, bool or float, with
     1..``batch_size`` rows; ``params`` must have this stepper's shapes and dtype, C-contiguous.
     ``st.shuffle_xi`` (the shuffled control) is delegated to :func:`khrbm.step.shuffled_xi_step`.
-    Steps are serialised by a module lock, so several threads may share the kernels.
+    Steps are serialised by a module lock, so several threads may share the kernels. After a step,
+    ``params_norm`` is ‖θ‖₂ of the new parameters (NaN or inf if one is; None after a delegated step),
+    summed while updating them: it bounds max |θ|, so the trainer's divergence check needs no pass over W
+    of its own unless the bound is large.
     """
 
     def __init__(self, n_visible: int, n_hidden: int, batch_size: int, dtype=np.float32):
@@ -750,6 +802,8 @@ class NumbaStepper:
         self.cd, self.nd = e((N, B), i32), e(N, i32)
         self.n_chunks = max(2 * numba.get_num_threads(), 2)
         self.acc = e((self.n_chunks, M), dt)
+        self.ssq = e(2 * self.n_chunks)       # Σθ² per chunk of the last update
+        self.params_norm = None               # ‖θ‖₂ after the last step (NaN/inf: a NaN/inf), None if unknown
         # KH
         self.I = e((B, K), dt)
         self.slot_of = np.full(K, -1, np.int64)
@@ -805,6 +859,7 @@ class NumbaStepper:
         return int(np.maximum(2 * nnz[:nr] - n, 0).sum()) > n
 
     def step(self, params, X, st: StepSettings, key: int, chain=None) -> StepResult:
+        self.params_norm = None
         if st.kh_active and st.shuffle_xi:
             return shuffled_xi_step(params, X, st, key, chain)
         X = self._input(X)
@@ -861,7 +916,8 @@ class NumbaStepper:
         _grad_lists(self.xidx, self.xval, self.xnnz, self.vidx, self.vnnz, nr,
                     self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd)
         _apply_gradient(nr, self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd,
-                        self.Ph, self.Qh, self.D, W, a, b, self.dtype.type(st.lr), self.acc)
+                        self.Ph, self.Qh, self.D, W, a, b, self.dtype.type(st.lr), self.acc, self.ssq)
+        self.params_norm = float(np.sqrt(self.ssq.sum()))
         return StepResult(out, ranked)
 
     def _totW(self, W, needed):
@@ -944,12 +1000,16 @@ class NumpyStepper:
 
 
 def make_stepper(backend: str, n_visible: int, n_hidden: int, batch_size: int, dtype=np.float32):
-    """A stepper for ``backend`` "numba" (:class:`NumbaStepper`) or "numpy" (:class:`NumpyStepper`)."""
+    """A stepper for ``backend`` "numba" (:class:`NumbaStepper`), "numpy" (:class:`NumpyStepper`) or
+    "cuda" (:class:`khrbm.core.cuda_stepper.CudaStepper`; ConfigError in one line without a GPU)."""
     if backend == "numba":
         return NumbaStepper(n_visible, n_hidden, batch_size, dtype)
     if backend == "numpy":
         return NumpyStepper(n_visible, n_hidden, batch_size, dtype)
-    raise ValueError(f"unknown backend {backend!r}: expected 'numba' or 'numpy'")
+    if backend == "cuda":
+        from .cuda_stepper import CudaStepper     # imports numba.cuda only for this backend
+        return CudaStepper(n_visible, n_hidden, batch_size, dtype)
+    raise ValueError(f"unknown backend {backend!r}: expected 'numba', 'numpy' or 'cuda'")
 
 
 _WARM: set = set()
@@ -958,7 +1018,9 @@ _WARM: set = set()
 def warmup(dtypes=(np.float32, np.float64)):
     """Compile (first run in this environment) or load from the disk cache every kernel variant, on
     tiny arrays: each dtype with uint8 and float inputs, sparse and dense rows, CD-k and PCD-k, KH td/bu
-    with p = 2 and p ≠ 2, the cRBM label block. The app and the CLI call it at start."""
+    with p = 2 and p ≠ 2, the cRBM label block; and the evaluation kernels (:mod:`khrbm.core.eval_kernels`).
+    The app and the CLI call it at start."""
+    from . import eval_kernels
     from .rbm import Params
 
     with _LOCK:
@@ -980,4 +1042,5 @@ def warmup(dtypes=(np.float32, np.float64)):
                             stepper.step(params, X, StepSettings(kh_mode=mode, eps=0.01, p=p), 3)
                     stepper.step(params, X, StepSettings(n_labels=3, label_sampling="softmax"), 4)
             top_ranked(r.standard_normal((6, 3)).astype(dt), 1)
+            eval_kernels.warmup((dt,))
             _WARM.add(dt)

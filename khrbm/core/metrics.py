@@ -68,6 +68,11 @@ def cross_entropy(V, params: Params, key: int, n_pixels=None) -> float:
     return float(-np.mean(v * np.log(p) + (1.0 - v) * np.log1p(-p)))
 
 
+def reconstruction_metrics(V, params: Params, key: int, n_pixels=None) -> tuple[float, float]:
+    """``(reconstruction_mse, cross_entropy)`` with one ``key``: both score the same hidden sample."""
+    return reconstruction_mse(V, params, key, n_pixels), cross_entropy(V, params, key, n_pixels)
+
+
 # ---------------------------------------------------------------------------------------------
 # pseudo-log-likelihood, receptive fields, accuracy
 # ---------------------------------------------------------------------------------------------

@@ -13,20 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import metrics, rng
+from ..core import eval_kernels, metrics, rng
 from ..config import FIELD, LIVE_FIELDS, MID_RUN_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from ..core.kernels import make_stepper
 from ..core.probe import xi_probe
 from ..core.rbm import init_params, sigmoid
 from ..core.step import StepResult, StepSettings
-from .checkpoint import CHECKPOINT_VERSION, CheckpointError, history_rows, history_table, read_checkpoint, write_npz_atomic
+from .checkpoint import (CHECKPOINT_VERSION, HISTORY_KEYS, XI_KEYS, CheckpointError, check_fits, history_rows,
+                         history_table, read_checkpoint, write_npz_atomic)
 
 ORDER = 0x0D3E       # purpose id: minibatch order of an epoch
 EVAL = 0xE7A1        # purpose id: random numbers of an evaluation
 PROBE = 0x9B0E       # purpose id: random numbers of a ξ probe
-HISTORY_KEYS = ("step", "epoch", "eps", "val_mse", "val_ce", "train_mse", "train_ce", "accuracy", "overlap")
-XI_KEYS = ("step", "ratio", "cosine")
+EXPLODE = 1e4        # max |θ| above which a run counts as diverged (the CLI and the Trainer alike)
 
 
 def visible_units(cfg: RunConfig, dataset: Dataset) -> int:
@@ -50,6 +50,8 @@ class Run:
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset)
         if self.dataset.name != config.dataset:
             raise ConfigError("dataset", f"run is configured for {config.dataset!r} but got {self.dataset.name!r}")
+        if config.task == "classification" and not self.dataset.n_classes:
+            raise ConfigError("task", f"classification needs labels; this {self.dataset.name!r} dataset has none")
         self.n_pixels = self.dataset.x_train.shape[1]
         self.n_labels = self.dataset.n_classes if config.task == "classification" else 0
         n_train = len(self.dataset.x_train) if config.train_size is None else min(config.train_size,
@@ -64,6 +66,7 @@ class Run:
                                                config.batch_size, self.dtype)
         self.step = 0
         self.chain: np.ndarray | None = None
+        self._step_norm = None          # ‖θ‖₂ as the last step left θ (for divergence(); used once)
         self.history: list[dict] = []
         self.xi_history: list[dict] = []
         self.win_counts = {"td": np.zeros(self.n_visible, np.int64), "bu": np.zeros(config.n_hidden, np.int64)}
@@ -125,6 +128,7 @@ class Run:
                                      self.config.probe_trials, chain)
             self.xi_history.append({"step": self.step, "ratio": ratio, "cosine": cosine})
         result = self.stepper.step(self.params, X, st, key, chain)
+        self._step_norm = getattr(self.stepper, "params_norm", None)   # ‖θ‖₂ from the step, if it says
         if st.persistent:
             self.chain = result.chain           # the stepper hands over a fresh array
         if result.ranked is not None:
@@ -173,30 +177,67 @@ class Run:
         self.config = config
         return diff
 
-    def is_finite(self) -> bool:
+    def divergence(self) -> str | None:
+        """None while every parameter is finite and at most EXPLODE in size, else what went wrong and the
+        likely cause, in one line. The one rule of "diverged" (CLI and Trainer); allocates no array. Right after
+        a Numba step it usually reads nothing: the step's ‖θ‖₂ ≥ max |θ| settles it when ≤ EXPLODE."""
+        norm, self._step_norm = self._step_norm, None
+        if norm is not None and norm <= EXPLODE * (1 - 1e-6):      # (the float32 sum's rounding)
+            return None
         p = self.params
-        return bool(np.isfinite(p.W).all() and np.isfinite(p.a).all() and np.isfinite(p.b).all())
+        extremes = [float(v) for x in (p.W, p.a, p.b) if x.size for v in (x.max(), x.min())]
+        worst = max(map(abs, extremes), default=0.0)
+        if any(math.isnan(v) for v in extremes):
+            what = "became NaN"
+        elif math.isinf(worst):
+            what = "became infinite"
+        elif worst > EXPLODE:
+            what = f"exploded (max |θ| = {worst:.3g} > {EXPLODE:g})"
+        else:
+            return None
+        cfg = self.config
+        kh = cfg.kh_mode != "off"
+        if cfg.init == "std" and (cfg.lr >= 0.5 or (kh and cfg.eps0 >= 0.5)):
+            cause = "std init with a large ε0 or η often diverges"
+        elif cfg.lr >= 1.0:
+            cause = f"the learning rate η = {cfg.lr:g} is large"
+        elif kh and cfg.eps0 >= 1.0:
+            cause = f"the KH step ε0 = {cfg.eps0:g} is large"
+        else:
+            cause = "the step sizes are too large for this model"
+        return f"weights {what} at step {self.step} (epoch {self.epoch:.2f}) — {cause}"
 
     # --- evaluation -------------------------------------------------------------------------------
+    @property
+    def metrics(self):
+        """The metric functions of this run's backend: the NumPy transcription of SPEC for "numpy",
+        else the Numba evaluation kernels (same values: tests/test_eval_kernels.py)."""
+        return metrics if self.config.backend == "numpy" else eval_kernels
+
     def reconstruct(self, V: np.ndarray) -> np.ndarray:
         """Mean-field reconstruction σ(σ(VW+b)Wᵀ+a) of visible vectors (for display)."""
         p = self.params
-        return sigmoid(sigmoid(V @ p.W + p.b) @ p.W.T + p.a)
+        if self.config.backend == "numpy":
+            return sigmoid(sigmoid(V @ p.W + p.b) @ p.W.T + p.a)
+        return eval_kernels.mean_field_reconstruction(V, p)
 
     def evaluate(self, n_val: int | None = None, n_train: int | None = None) -> dict:
-        """Metrics at the current step on the first ``n_val`` validation and ``n_train`` training images
-        (all when None; ``val_size``/``train_size`` still apply); appended to ``history``."""
+        """Metrics at the current step on the first ``n_val`` validation images (None: all of them, within
+        ``val_size``) and the first ``n_train`` training images (None: the fixed sample of ``eval_size``);
+        appended to ``history``. The MSE and the cross-entropy of a split share one key, so one hidden
+        sample per image serves both (Eqs. 11, 12)."""
+        m = self.metrics
         point = {"step": self.step, "epoch": self.epoch, "eps": self.settings().eps}
+        n_train = self.config.eval_size if n_train is None else n_train
         for split, n in (("val", n_val), ("train", n_train)):
             x, y = self.split(split, n)
             V = self.visible(x, y)
             key = rng.stream(self.config.seed, EVAL, self.step, split == "train")
-            point[f"{split}_mse"] = metrics.reconstruction_mse(V, self.params, rng.stream(key, 1), self.n_pixels)
-            point[f"{split}_ce"] = metrics.cross_entropy(V, self.params, rng.stream(key, 2), self.n_pixels)
+            point[f"{split}_mse"], point[f"{split}_ce"] = m.reconstruction_metrics(
+                V, self.params, rng.stream(key, 1), self.n_pixels)
             if split == "val":
-                point["accuracy"] = (metrics.crbm_accuracy(x, y, self.params, self.n_labels)
-                                     if self.n_labels else math.nan)
-        point["overlap"] = metrics.receptive_field_overlap(self.params.W, self.n_pixels)
+                point["accuracy"] = m.crbm_accuracy(x, y, self.params, self.n_labels) if self.n_labels else math.nan
+        point["overlap"] = m.receptive_field_overlap(self.params.W, self.n_pixels)
         self.history.append({k: point[k] for k in HISTORY_KEYS})
         return self.history[-1]
 
@@ -236,13 +277,13 @@ class Run:
         return run
 
     def restore(self, arrays: dict, source: str = "checkpoint"):
+        """Take the state in ``arrays`` (as checked by ``checkpoint.check_run_arrays``); CheckpointError
+        unless they fit this run's units and minibatches per epoch."""
+        check_fits(arrays, source, self.n_visible, self.config.n_hidden, self.batches_per_epoch,
+                   FIELD["epochs"].bounds[1])
         p = self.params
-        for name, target in (("W", p.W), ("a", p.a), ("b", p.b)):
-            if arrays[name].shape != target.shape:
-                raise CheckpointError(f"{source}: {name} has shape {arrays[name].shape}, the run needs {target.shape}")
-            if not np.isfinite(arrays[name]).all():
-                raise CheckpointError(f"{source}: {name} contains NaN or inf")
         p.W[...], p.a[...], p.b[...] = arrays["W"], arrays["a"], arrays["b"]
+        self._step_norm = None
         self.step = int(arrays["step"])
         self.chain = np.array(arrays["chain"], self.dtype) if "chain" in arrays else None
         self.history = history_rows(arrays["history"], HISTORY_KEYS)

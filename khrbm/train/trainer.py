@@ -24,13 +24,21 @@ One run: exactly the format of :meth:`khrbm.run.Run.save` (so ``Run.load`` and t
 ``trainer_changes`` entry (the change log as JSON). A/B: one ``.npz`` holding each arm's
 :meth:`~khrbm.run.Run.state_arrays` under the prefixes ``A.`` and ``B.``, plus ``arms`` (``"A,B"``) and
 ``trainer_changes``. ``load_checkpoint`` accepts both and puts the trainer in the mode of the file.
+
+Lessons (:mod:`khrbm.train.lesson`, :meth:`Trainer.set_lesson`): each event is applied on the loop thread right
+before the minibatch of its step, as ordinary live changes (logged in the change log); an event with ``pause``
+stops the trainer there. A reset replays the lesson from its start; a loaded checkpoint continues it.
+
+Recording (``recorder``, e.g. :class:`khrbm.store.TrainerRecorder`): an object whose methods the loop thread
+calls — ``published(snapshot, save)`` after every publish, ``ending(snapshot, save)`` just before the arms are
+replaced (reset, load_checkpoint), ``closed()`` when the loop ends. ``save(path)`` writes a checkpoint of the
+current arms. A recorder must return quickly; anything it raises is logged, never stops training.
 """
 from __future__ import annotations
 
 import collections
 import itertools
 import logging
-import math
 import threading
 import time
 import weakref
@@ -43,16 +51,19 @@ import numpy as np
 from ..config import FIELD, FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
+from .lesson import Lesson, LessonError, LessonPlayer
 from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
-from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, checksum, readonly
+from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, frozen_copies, readonly
+from .snapshot import checksum  # noqa: F401 - re-exported: readers verify ArmSnapshot.checksum with it
 
 log = logging.getLogger(__name__)
 
 # Fields both arms of an A/B must share (everything that is not live: the model, the data, the seed).
 MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
-EXPLODE = 1e4              # max |θ| above which a run counts as diverged
-EVAL_FRACTION = 0.10       # evaluations may take at most this share of the loop's time
-EVALS_PER_EPOCH = 10       # subsample evaluations per epoch when they are cheap enough
+EVAL_SHARE = 0.05          # subsample points take at most this share of the running loop's time
+FULL_EVAL_SHARE = 0.05     # full-set points too (on 60k MNIST: one per epoch if it costs <= 5 % of an epoch)
+SNAPSHOT_SHARE = 0.01      # publishing snapshots while running (plus one at least every snapshot_interval)
+EVALS_PER_EPOCH = 10       # at most this many subsample points per epoch
 THROUGHPUT_WINDOW = 2.0    # seconds of the sliding window of samples/s
 _counter = itertools.count(1)
 
@@ -90,47 +101,50 @@ def check_pair(config_a: RunConfig, config_b: RunConfig | None) -> tuple:
     return tuple(configs)
 
 
-def _divergence(run: Run) -> str | None:
-    """None if the parameters are finite and below EXPLODE in size, else what went wrong."""
-    p = run.params
-    worst = max(float(np.max(np.abs(x))) if x.size else 0.0 for x in (p.W, p.a, p.b))
-    if math.isnan(worst):
-        what = "became NaN"
-    elif math.isinf(worst):
-        what = "became infinite"
-    elif worst > EXPLODE:
-        what = f"exploded (max |θ| = {worst:.3g} > {EXPLODE:g})"
-    else:
-        return None
-    cfg = run.config
-    kh = cfg.kh_mode != "off"
-    if cfg.init == "std" and (cfg.lr >= 0.5 or (kh and cfg.eps0 >= 0.5)):
-        cause = "std init with a large ε0 or η often diverges"
-    elif cfg.lr >= 1.0:
-        cause = f"the learning rate η = {cfg.lr:g} is large"
-    elif kh and cfg.eps0 >= 1.0:
-        cause = f"the KH step ε0 = {cfg.eps0:g} is large"
-    else:
-        cause = "the step sizes are too large for this model"
-    return (f"weights {what} at step {run.step} (epoch {run.epoch:.2f}) — {cause}; "
-            f"lower η or ε0 and Reset")
+class _Budget:
+    """A share of the running loop's time for one kind of side work (subsample points, full-set points,
+    snapshots). Credit grows by ``share`` × the loop's time and is capped at the expected cost of one job
+    (an average of its measured costs), so jobs never come in a burst; a job is due when the credit covers
+    it, and its measured time is charged. Over any stretch the work takes at most ``share`` of the loop's
+    time plus one job."""
+
+    def __init__(self, share: float):
+        self.share = share
+        self.credit = 0.0
+        self.cost = 0.0           # expected seconds of one job (0: not measured yet, so the first is due)
+        self.spent = 0.0          # seconds charged so far
+
+    def due(self) -> bool:
+        return self.credit >= self.cost
+
+    def observe(self, seconds: float):
+        self.cost = seconds if self.cost == 0 else 0.7 * self.cost + 0.3 * seconds
+
+    def charge(self, seconds: float):
+        self.observe(seconds)
+        self.credit -= seconds
+        self.spent += seconds
+
+    def earn(self, seconds: float):
+        self.credit = min(self.credit + self.share * seconds, self.cost)
 
 
 class _Core:
     """All state and the loop. Holds no reference to the Trainer, so a dropped Trainer can be collected
     (its weakref.finalize then closes this core and joins the thread)."""
 
-    def __init__(self, configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every=1):
+    def __init__(self, configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every=1,
+                 recorder=None, lesson: Lesson | None = None):
         if full_eval_every < 0:
             raise ValueError(f"full_eval_every must be >= 0, got {full_eval_every}")
         self.full_eval_every = int(full_eval_every)
-        if snapshot_every < 1:
-            raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        if snapshot_every is not None and snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be None or >= 1, got {snapshot_every}")
         if not snapshot_interval > 0:
             raise ValueError(f"snapshot_interval must be > 0, got {snapshot_interval}")
         if probe_size < 1:
             raise ValueError(f"probe_size must be >= 1, got {probe_size}")
-        self.snapshot_every = int(snapshot_every)
+        self.snapshot_every = None if snapshot_every is None else int(snapshot_every)
         self.snapshot_interval = float(snapshot_interval)
         self.probe_size = int(probe_size)
         self.cv = threading.Condition(threading.Lock())
@@ -151,7 +165,13 @@ class _Core:
         self.changes: list[Change] = []
         self.version = 0
         self.dirty = False
+        self.recorder = recorder
+        self.lesson: Lesson | None = lesson      # played from the end of _prepare on
+        self.player: LessonPlayer | None = None
+        self.lesson_base: tuple = ()            # the configs the lesson started from (what a reset goes back to)
         self._reset_bookkeeping()
+        if lesson is not None:
+            self.resolve_lesson(lesson)          # LessonError on the caller's thread
         self.state, self.message = "compiling", self._compiling_message()
         self.snapshot = self._build_snapshot()
         self.thread = threading.Thread(target=self._loop, name=f"khrbm-trainer-{next(_counter)}", daemon=True)
@@ -235,8 +255,10 @@ class _Core:
         self.probe_V = [r.visible(probe_x, probe_y) for r in self.runs]
         self.window: collections.deque = collections.deque()
         self.samples = 0
-        self.batch_time = 0.0         # EMA of the time of one lockstep minibatch
-        self.eval_time = 0.0          # EMA of the time of one subsample evaluation
+        self.loop_seconds = 0.0       # time spent in minibatches and the side work they call for
+        self.batch_time = 0.0         # average time of one lockstep minibatch (training only)
+        self.budget_subset, self.budget_full = _Budget(EVAL_SHARE), _Budget(FULL_EVAL_SHARE)
+        self.budget_publish = _Budget(SNAPSHOT_SHARE)
         self.last_eval_step = self.runs[0].step
         self.since_publish = 0
         self.last_publish = time.monotonic()
@@ -291,6 +313,7 @@ class _Core:
             self._publish()
         except Exception:  # noqa: BLE001
             log.exception("final snapshot failed")
+        self._tell("closed")
         with self.cv:
             self.handled = self.issued
             self.cv.notify_all()
@@ -307,6 +330,7 @@ class _Core:
             self._evaluate(full=True)
         self.state = "idle"
         self._settle(force_message=True)
+        self._restart_lesson()
         self._publish()
 
     def _set_state(self, state: str, message: str):
@@ -411,7 +435,10 @@ class _Core:
             self._settle(force_message=True)
 
     def _advance(self):
-        """One lockstep minibatch of every arm, then the checks, evaluations and snapshots it calls for."""
+        """One lockstep minibatch of every arm, then the checks, evaluations and snapshots it calls for
+        (each kind within its share of the loop's time: :class:`_Budget`)."""
+        if self.player is not None and self.player.next_step == self.runs[0].step and self._play_lesson():
+            return
         t0 = time.perf_counter()
         n = 0
         for run in self.runs:
@@ -420,7 +447,7 @@ class _Core:
         if self.steps_left > 0:
             self.steps_left -= 1
         dt = time.perf_counter() - t0
-        self.batch_time = dt if self.batch_time == 0 else 0.9 * self.batch_time + 0.1 * dt
+        self.batch_time = dt if self.batch_time == 0 else 0.95 * self.batch_time + 0.05 * dt
         now = time.monotonic()
         self.samples += n
         self.window.append((now, self.samples))
@@ -428,48 +455,64 @@ class _Core:
             self.window.popleft()
         self.since_publish += 1
         for i, run in enumerate(self.runs):
-            problem = _divergence(run)
+            problem = run.divergence()
             if problem:
                 self.running, self.steps_left = False, 0
                 self.window.clear()
                 prefix = f"arm {ARM_NAMES[i]}: " if len(self.runs) > 1 else ""
-                self._set_state("diverged", prefix + problem)
+                self._set_state("diverged", f"{prefix}{problem}; lower η or ε0 and Reset")
                 self._publish()
                 return
         run = self.runs[0]
         epoch, within = divmod(run.step, run.batches_per_epoch)
         if within == 0:
             last = run.step >= run.config.epochs * run.batches_per_epoch
-            if last or (self.full_eval_every and epoch % self.full_eval_every == 0):
+            if last or (self.full_eval_every and epoch % self.full_eval_every == 0 and self._full_point_due()):
                 self._evaluate(full=True)
             # other epoch ends get no point, so that history["full"] = (step at an epoch end)
-        elif run.step - self.last_eval_step >= self._eval_every():
-            t1 = time.perf_counter()
+        elif (run.step - self.last_eval_step >= max(1, round(run.batches_per_epoch / EVALS_PER_EPOCH))
+              and self.budget_subset.due()):
             self._evaluate(full=False)
-            te = time.perf_counter() - t1
-            self.eval_time = te if self.eval_time == 0 else 0.7 * self.eval_time + 0.3 * te
         was = self.state
         self._settle()
         if (self.state != was or self.steps_left == 0 and not self.running
-                or self.since_publish >= self.snapshot_every or now - self.last_publish >= self.snapshot_interval):
+                or now - self.last_publish >= self.snapshot_interval
+                or (self.budget_publish.due() if self.snapshot_every is None
+                    else self.since_publish >= self.snapshot_every)):
             self._publish()
+        dt = time.perf_counter() - t0
+        self.loop_seconds += dt
+        for budget in (self.budget_subset, self.budget_full, self.budget_publish):
+            budget.earn(dt)
 
-    def _eval_every(self) -> int:
-        bpe = self.runs[0].batches_per_epoch
-        every = max(1, round(bpe / EVALS_PER_EPOCH))
-        if self.batch_time > 0 and self.eval_time > 0:
-            # eval / (eval + every * batch) <= EVAL_FRACTION
-            every = max(every, math.ceil((1 - EVAL_FRACTION) / EVAL_FRACTION * self.eval_time / self.batch_time))
-        return every
+    def _full_point_due(self) -> bool:
+        """A full-set point fits its budget: FULL_EVAL_SHARE of the loop's time, or it costs at most that
+        share of the time the arms take to train on 60,000 images (so cheap points come every epoch)."""
+        run = self.runs[0]
+        epoch_60k = 60_000 / run.config.batch_size * self.batch_time
+        return self.budget_full.due() or self.budget_full.cost <= FULL_EVAL_SHARE * epoch_60k
 
     def _evaluate(self, full: bool):
         """Append a metric point to every arm: a subsample of eval_size validation and training images, or
-        (at epoch boundaries) the full validation set plus the training subsample."""
+        (at epoch boundaries) the full validation set plus the training sample; its time is charged to
+        the budget of its kind (the point of step 0, taken before training, only sets the estimate)."""
+        t0 = time.perf_counter()
         for run in self.runs:
             n = run.config.eval_size
             run.evaluate(n_val=None if full else n, n_train=n)
         self.last_eval_step = self.runs[0].step
         self.dirty = True
+        seconds = time.perf_counter() - t0
+        budget = self.budget_full if full else self.budget_subset
+        if self.runs[0].step == 0:
+            budget.observe(seconds)
+        else:
+            budget.charge(seconds)
+
+    def timing(self) -> dict:
+        """Seconds spent since the last reset by the running loop, and by its evaluations and snapshots."""
+        return {"loop": self.loop_seconds, "subset_eval": self.budget_subset.spent,
+                "full_eval": self.budget_full.spent, "snapshots": self.budget_publish.spent}
 
     def _fail(self, exc: BaseException):
         log.error("trainer loop failed", exc_info=exc)
@@ -498,7 +541,7 @@ class _Core:
 
     def _arm_snapshot(self, i: int, run: Run) -> ArmSnapshot:
         p = run.params
-        W, a, b = readonly(p.W.copy()), readonly(p.a.copy()), readonly(p.b.copy())
+        (W, a, b), crc = frozen_copies(p.W, p.a, p.b)
         with np.errstate(all="ignore"):
             recon = np.array(run.reconstruct(self.probe_V[i])[:, : run.n_pixels], np.float32)
         mode = run.config.kh_mode if run.config.kh_mode != "off" else self.last_mode[i]
@@ -513,7 +556,8 @@ class _Core:
             probe_input=self.probe_input, probe_recon=readonly(recon),
             history=self._columns(self._hist_cache, i, run, run.history, HISTORY_KEYS, True),
             xi=self._columns(self._xi_cache, i, run, run.xi_history, XI_KEYS, False),
-            counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b, checksum=checksum(W, a, b),
+            counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b,
+            checksum=crc,
             n_labels=run.n_labels, batches_per_epoch=run.batches_per_epoch, mode_counts=mode_counts)
 
     def _rate(self) -> float:
@@ -524,22 +568,30 @@ class _Core:
 
     def _build_snapshot(self, keep_arms=False) -> Snapshot:
         arms = self.snapshot.arms if keep_arms else tuple(self._arm_snapshot(i, r) for i, r in enumerate(self.runs))
+        player = self.player
         return Snapshot(version=self.version, state=self.state, message=self.message, samples_per_s=self._rate(),
-                        changes=tuple(self.changes), arms=arms, notice=self.runs[0].dataset.notice, time=time.time())
+                        changes=tuple(self.changes), arms=arms, notice=self.runs[0].dataset.notice, time=time.time(),
+                        caption=player.caption if player else "", lesson=player.marks if player else ())
 
     def _publish(self, keep_arms=False):
+        t0 = time.perf_counter()
         self.version += 1
         snap = self._build_snapshot(keep_arms)
         with self.cv:
             self.snapshot = snap
             self.cv.notify_all()
+        if self.state == "running":
+            self.budget_publish.charge(time.perf_counter() - t0)
         self.dirty = False
         self.since_publish = 0
         self.last_publish = time.monotonic()
+        self._tell("published", snap, self.save)
 
     # ----------------------------------------------------------------------------------------------
     # ops (run on the loop thread)
     def install(self, runs: list[Run], changes: list, message: str | None):
+        if self.recorder is not None:
+            self._tell("ending", self._build_snapshot(), self.save)
         self.runs = runs
         self.dataset = runs[0].dataset
         self.changes = list(changes)
@@ -554,6 +606,64 @@ class _Core:
         if message:
             self._settle(message=message)
             self._publish()
+
+    # ----------------------------------------------------------------------------------------------
+    # lessons and the recorder (loop thread)
+    def start_lesson(self, lesson: Lesson | None):
+        """Attach ``lesson`` (None: detach) at the current step: earlier events count as played, events due
+        now are applied at once. LessonError if it does not fit the runs."""
+        if lesson is None:
+            self.lesson, self.player = None, None
+        else:
+            self.lesson, self.player = lesson, LessonPlayer(self.resolve_lesson(lesson), self.runs[0].step)
+            if self.runs[0].step == 0 or not self.lesson_base:
+                self.lesson_base = tuple(r.config for r in self.runs)
+            self._play_lesson()
+        self.dirty = True
+
+    def resolve_lesson(self, lesson: Lesson) -> tuple:
+        run = self.runs[0]
+        return lesson.resolve([r.config for r in self.runs], run.batches_per_epoch,
+                              lambda cfg: check_ell(cfg, run.dataset))
+
+    def _restart_lesson(self):
+        """Replay the lesson on newly installed runs from their step (dropped, saying why, if it no longer fits)."""
+        if self.lesson is None:
+            return
+        try:
+            self.start_lesson(self.lesson)
+        except LessonError as exc:
+            self.lesson, self.player = None, None
+            self._set_state(self.state, f"lesson dropped: {exc}")
+
+    def _play_lesson(self) -> bool:
+        """Apply the lesson's events due at this step, as logged live changes; True if one pauses here."""
+        marks = self.player.due(self.runs[0].step)
+        for m in marks:
+            for i in range(len(self.runs)):
+                if m.set and m.arm in ("both", ARM_NAMES[i]):
+                    self._apply_update(i, self.runs[i].config.replace(**m.set))   # checked by Lesson.resolve
+                    with self.cv:
+                        pending = list(self.pending)
+                        pending[i] = pending[i].replace(**m.set)
+                        self.pending = tuple(pending)
+        self.dirty = self.dirty or bool(marks)
+        if not any(m.pause for m in marks):
+            return False
+        self.running, self.steps_left = False, 0
+        run = self.runs[0]
+        self._settle(message=f"lesson: paused at step {run.step} (epoch {run.epoch:.2f}) — press Start to go on")
+        self._publish()
+        return True
+
+    def _tell(self, hook: str, *args):
+        """Call the recorder's ``hook`` on the loop thread; what it raises is logged, never passed on."""
+        if self.recorder is None:
+            return
+        try:
+            getattr(self.recorder, hook)(*args)
+        except Exception:  # noqa: BLE001 - recording must never stop training
+            log.exception("the run recorder's %s failed", hook)
 
     def save(self, path) -> Path:
         if len(self.runs) == 1:
@@ -570,27 +680,36 @@ class Trainer:
     """Trains one run, or an A/B pair (``config_b``), on a background thread; see the module docstring.
 
     ``dataset``: an already loaded :class:`~khrbm.data.Dataset` (else ``load_dataset(config_a.dataset)``),
-    shared by the arms. ``snapshot_every``: publish every n minibatches, and at least every
-    ``snapshot_interval`` seconds while running. ``probe_size``: the first n validation images whose
-    reconstructions the snapshots carry.
+    shared by the arms. ``snapshot_every``: publish every n minibatches (default None: within
+    SNAPSHOT_SHARE of the loop's time), and at least every ``snapshot_interval`` seconds while running.
+    ``probe_size``: the first n validation images whose reconstructions the snapshots carry.
 
-    Metric points: the full validation set at every ``full_eval_every``-th epoch end (0: only at the end of
-    training) and at step 0, plus subsample points (``eval_size`` validation and training images) about
-    10 times per epoch, spaced so that they take at most ~10 % of the loop's time (the full-set points are
-    not part of that budget). ``history["full"]`` marks the full-set points.
+    Metric points: the full validation set (plus the fixed sample of ``eval_size`` training images) at step 0,
+    at the end of training and at every ``full_eval_every``-th epoch end (0: none between) as long as these
+    points take at most FULL_EVAL_SHARE (5 %) of the loop's time — on 60k MNIST, one per epoch when a point
+    costs at most 5 % of an epoch, else every few epochs; plus subsample points (``eval_size`` validation
+    and training images), at most EVALS_PER_EPOCH per epoch and within EVAL_SHARE (5 %) of the loop's time.
+    ``history["full"]`` marks the full-set points. Snapshots: published every ``snapshot_every`` minibatches,
+    or by default (None) as often as SNAPSHOT_SHARE (1 %) of the loop's time allows; and at least every
+    ``snapshot_interval`` seconds while running. :meth:`timing` says where the time went.
+
+    ``lesson``: a :class:`~khrbm.train.lesson.Lesson` to play (see :meth:`set_lesson`). ``recorder``: notified
+    of every publish, e.g. a :class:`khrbm.store.TrainerRecorder` that records the runs in the registry (see the
+    module docstring).
 
     The thread starts at construction (it compiles the kernels: state "compiling", then "idle") and ends
     at :meth:`close`, or when the Trainer is garbage-collected.
     """
 
     def __init__(self, config_a: RunConfig, config_b: RunConfig | None = None, *, dataset: Dataset | None = None,
-                 snapshot_every: int = 10, snapshot_interval: float = 0.5, probe_size: int = 16,
-                 full_eval_every: int = 1):
+                 snapshot_every: int | None = None, snapshot_interval: float = 0.5, probe_size: int = 16,
+                 full_eval_every: int = 1, lesson: Lesson | None = None, recorder=None):
         configs = check_pair(config_a, config_b)
         if dataset is not None and dataset.name != configs[0].dataset:
             raise ConfigError("dataset", f"the config asks for {configs[0].dataset!r} but the dataset given "
                                          f"is {dataset.name!r}")
-        self._core = _Core(configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every)
+        self._core = _Core(configs, dataset, snapshot_every, snapshot_interval, probe_size, full_eval_every,
+                           recorder, lesson)
         self._finalizer = weakref.finalize(self, self._core.close, 30.0)
 
     # --- reading -----------------------------------------------------------------------------------
@@ -615,6 +734,11 @@ class Trainer:
     @property
     def thread(self) -> threading.Thread:
         return self._core.thread
+
+    @property
+    def lesson(self) -> Lesson | None:
+        """The lesson being played (None without one); its progress is in ``snapshot.caption`` / ``.lesson``."""
+        return self._core.lesson
 
     # --- controls (queued; return at once) -------------------------------------------------------------
     def start(self):
@@ -648,7 +772,8 @@ class Trainer:
         """Change settings; live ones (config.LIVE_FIELDS) take effect at the next minibatch and are logged as
         :class:`Change`. Run-wide ones (config.RUN_WIDE_FIELDS: ``epochs``) may change any time and apply to
         every arm. Other fields need a new model: :class:`ResetNeeded` once training has begun (or while it
-        runs); before the first minibatch they are applied at once by a reset with the changed config.
+        runs); before the first minibatch they are applied at once by a reset with the changed config. After
+        :meth:`close`, values are still checked (ConfigError), then RuntimeError says the trainer is closed.
 
         This is where a change is checked, once (ConfigError here, on the caller's thread); the loop takes
         the checked config as it is."""
@@ -677,8 +802,6 @@ class Trainer:
             return
         shared = {k: v for k, v in changes.items() if k in RUN_WIDE_FIELDS}
         with core.cv:
-            if core.closing:
-                return
             new, queued = list(core.pending), []
             for i in range(len(new)):
                 mine = dict(changes) if i in targets else dict(shared)
@@ -686,6 +809,8 @@ class Trainer:
                     new[i] = new[i].replace(**mine)
                     check_ell(new[i], core.dataset)
                     queued.append(("update", i, new[i]))
+            if core.closing:          # checked after the values, so that a bad value is refused either way
+                raise RuntimeError("the trainer is closed")
             core.queue.extend(queued)
             core.issued += len(queued)
             core.pending = tuple(new)
@@ -693,13 +818,14 @@ class Trainer:
 
     # --- operations carried out by the loop (return when done) ------------------------------------------
     def reset(self, seed: int | None = None, config_a: RunConfig | None = None, config_b=...):
-        """New model(s) from step 0; state "idle". Defaults: the current configs (live changes included).
+        """New model(s) from step 0; state "idle". Defaults: the current configs (live changes included), or
+        while a lesson plays the configs it started from (so the lesson replays as before).
         ``seed`` replaces the seed of every arm. ``config_b``: ``...`` keeps the current arms (B takes A's
         model fields if ``config_a`` is given), None drops arm B, a RunConfig sets it. Clears the change log."""
         core = self._core
         if core.closing:
             raise RuntimeError("the trainer is closed")
-        current = core.pending
+        current = core.lesson_base if core.lesson is not None and core.lesson_base else core.pending
         a = config_a if config_a is not None else current[0]
         if config_b is ...:
             b = current[1] if len(current) == 2 else None
@@ -716,6 +842,15 @@ class Trainer:
             core.pending = configs
         core.submit(lambda: core.install(runs, [], None), clear_control=True)
         return core.snapshot
+
+    def set_lesson(self, lesson: Lesson | None) -> Snapshot:
+        """Play ``lesson`` from the current step (None: stop playing one). Events before the current step count
+        as played; those due now apply at once (a lesson attached at step 0 shows its first caption before
+        Start). A reset replays it from its start. LessonError (one line naming the event) if it does not fit
+        the runs, e.g. an event after the last epoch or a setting out of range for an arm."""
+        core = self._core
+        core.submit(lambda: core.start_lesson(lesson))
+        return self.sync()
 
     def save_checkpoint(self, path) -> Path:
         """Write the state of every arm to ``path`` atomically (between two minibatches); returns the path."""
@@ -768,6 +903,12 @@ class Trainer:
     def __repr__(self):
         s = self.snapshot
         return f"<Trainer {self._core.thread.name} {s.state} step {s.step} arms {len(s.arms)}>"
+
+    def timing(self) -> dict:
+        """Seconds since the last reset or load: ``loop`` (minibatches with their evaluations and snapshots
+        while training), ``subset_eval``, ``full_eval`` (step 0's point excluded) and ``snapshots``."""
+        core = self._core
+        return core.submit(core.timing) if core.thread.is_alive() else core.timing()
 
     # --- test hook ------------------------------------------------------------------------------------
     def _inject(self, fn: Callable[[list], Any]):
