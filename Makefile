@@ -10,7 +10,7 @@ endif
 
 .PHONY: app test setup setup-test
 app: setup                 ## install, then serve the app (on this machine only) and open a browser
-	$(PYTHON) -m panel serve app --address 127.0.0.1 --show
+	$(PYTHON) -m khrbm serve --show
 
 test: setup-test           ## install (with test and dist extras and Chromium), then run the whole suite
 	$(PYTHON) -m pytest

@@ -58,7 +58,8 @@ class Field:
     help: str
     choices: tuple | None = None    # allowed values for str fields
     bounds: tuple | None = None     # (lo, hi) inclusive for numbers
-    live: bool = False              # may change while a run is in progress
+    live: bool = False              # may change while a run is in progress (per arm of an A/B)
+    run_wide: bool = False          # not live, yet a running trainer takes it for every arm (epochs)
     optional: bool = False          # None allowed (means "derived", see help)
     symbol: str = ""                # short label used by the app
 
@@ -75,7 +76,7 @@ FIELDS: tuple[Field, ...] = (
     Field("label_sampling", str, "argmax", "cRBM negative phase for the label block: argmax one-hot "
           "(the authors' code) or a sample from the softmax", choices=("argmax", "softmax")),
     Field("batch_size", int, 100, "minibatch size B", bounds=(1, 10_000), symbol="B"),
-    Field("epochs", int, 30, "number of passes over the training set", bounds=(1, 100_000)),
+    Field("epochs", int, 30, "number of passes over the training set", bounds=(1, 100_000), run_wide=True),
     Field("train_size", int, None, "use only the first n training images (default: all)",
           bounds=(1, 10_000_000), optional=True),
     Field("val_size", int, None, "use only the first n validation images (default: all)",
@@ -117,6 +118,8 @@ FIELDS: tuple[Field, ...] = (
 )
 FIELD = {f.name: f for f in FIELDS}
 LIVE_FIELDS = frozenset(f.name for f in FIELDS if f.live)
+RUN_WIDE_FIELDS = frozenset(f.name for f in FIELDS if f.run_wide)
+MID_RUN_FIELDS = LIVE_FIELDS | RUN_WIDE_FIELDS      # what a running trainer accepts; the rest needs a reset
 
 
 @dataclass(frozen=True)

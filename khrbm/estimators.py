@@ -27,15 +27,15 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .config import ConfigError, RunConfig
-from .core.metrics import _pll_samples
+from .core.metrics import pll_samples
 from .core.rbm import Params, crbm_log_posterior, gibbs_chain, hidden_probs
 from .data import ARRAY, array_dataset
+from .presets import RADIUS
 from .train.run import Run
 
 __all__ = ["KHBernoulliRBM", "KHClassRBM"]
 
 # SPEC ("The authors' tuned hyperparameters"): R = 1 with std init, 0.1 with lecun init.
-RADIUS_BY_INIT = {"std": 1.0, "lecun": 0.1}
 # estimator parameter -> khrbm.config field (bounds and messages come from the field table)
 CONFIG_FIELD = {"n_components": "n_hidden", "learning_rate": "lr", "batch_size": "batch_size", "n_iter": "epochs",
                 "random_state": "seed", "k": "k", "kh_mode": "kh_mode", "eps0": "eps0", "delta": "delta",
@@ -80,7 +80,7 @@ class _KHRBMEstimator(BaseEstimator):
     def _config(self, seed: int, shape) -> RunConfig:
         """The RunConfig of these parameters; the minibatch is capped at the number of samples (same
         batches, smaller buffers)."""
-        radius = RADIUS_BY_INIT.get(self.init, 1.0) if self.radius is None else self.radius
+        radius = RADIUS.get(self.init, 1.0) if self.radius is None else self.radius
         try:
             cfg = RunConfig(dataset=ARRAY, task=self._task, n_hidden=self.n_components, init=self.init,
                             sampler=self.sampler, label_sampling=getattr(self, "label_sampling", "argmax"),
@@ -273,7 +273,7 @@ class KHBernoulliRBM(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _KHRBMEs
         X = validate_data(self, X, accept_sparse="csr", reset=False, dtype=(np.float64, np.float32))
         flip = check_random_state(self.random_state).randint(0, X.shape[1], X.shape[0])
         params = self._params()
-        return np.concatenate([_pll_samples(block, params, flip[start:start + len(block)])
+        return np.concatenate([pll_samples(block, params, flip[start:start + len(block)])
                                for start, block in zip(range(0, X.shape[0], CHUNK), _dense_blocks(X))])
 
     def gibbs(self, v):

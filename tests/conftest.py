@@ -6,6 +6,7 @@ skips with one line saying how to get the data, or fails when ``KHRBM_REQUIRE_RE
 ``.ci/run``) so that a skip can never hide a regression in CI.
 """
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,16 @@ def real_mnist_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     return real_mnist_or_skip()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server a test started; kill it if it does not end within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 @pytest.fixture

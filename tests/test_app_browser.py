@@ -7,6 +7,7 @@ independently and closing a tab frees its trainer. Screenshots at 1440x900 go to
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -41,41 +43,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def panel_serve(target: str, log_name: str, env=None, page=None):
+    """`panel serve TARGET` on a free port; yields (url of ``page``, path of its log)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))      # KHRBM_DATA_DIR from conftest, if any
+    log_path = ARTIFACTS / log_name
+    page = page or Path(target).stem
+    with open(log_path, "w") as log:
+        cmd = [sys.executable, "-m", "panel", "serve", target, "--port", str(port), "--address", "127.0.0.1",
+               "--allow-websocket-origin", f"127.0.0.1:{port}",
+               # discard a closed tab's session within ~1 s instead of the default ~15-30 s
+               "--check-unused-sessions", "500", "--unused-session-lifetime", "500"]
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            # a static file: answers once the server is up, without building a session
+            probe = f"http://127.0.0.1:{port}/static/extensions/panel/css/loading.css"
+            deadline = time.time() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(probe, timeout=2)
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"panel serve {target} did not start:\n{log_path.read_text()}")
+                    time.sleep(0.3)
+            yield f"http://127.0.0.1:{port}/{page}", log_path
+        finally:
+            stop_process(proc)
+
+
 @pytest.fixture(scope="module")
 def khrbm_app_server():
     """`panel serve app` on a free port; yields (url, path of its log)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")      # KHRBM_DATA_DIR from conftest, if any
-    log_path = ARTIFACTS / "server.log"
-    log = open(log_path, "w")
-    cmd = [sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address", "127.0.0.1",
-           "--allow-websocket-origin", f"127.0.0.1:{port}",
-           # discard a closed tab's session within ~1 s instead of the default ~15-30 s
-           "--check-unused-sessions", "500", "--unused-session-lifetime", "500"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/app"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"panel serve exited early:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.terminate()
-        raise RuntimeError(f"panel serve did not answer within 60 s:\n{log_path.read_text()}")
-    yield url, log_path
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    log.close()
+    with panel_serve("app", "server.log") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +131,7 @@ class Tab:
             return "?"
 
     def click(self, css: str):
+        self.page.mouse.move(700, 20)      # as a hand leaves a button: its tooltip (description) goes away
         self.page.locator(f"{css} button").first.click()
 
     def set_number(self, field: str, value):
@@ -165,6 +169,25 @@ class Tab:
                 return text
             time.sleep(0.2)
         raise AssertionError(f"{needle!r} not in {css}: {text!r}")
+
+    def curves_in_order(self) -> list[str]:
+        """The browser's copy of every curve (a data source with columns x and y): problems, if any x steps
+        back (points sent twice, or out of order)."""
+        return self.page.evaluate("""() => {
+            const bad = [];
+            for (const doc of window.Bokeh.documents) {
+                for (const m of doc.all_models) {
+                    if (!m.get_column || !m.columns) continue;
+                    const cols = m.columns();
+                    if (cols.length !== 2 || !cols.includes("x") || !cols.includes("y")) continue;
+                    const x = Array.from(m.get_column("x"));
+                    for (let i = 1; i < x.length; i++) {
+                        if (!(x[i] > x[i - 1])) { bad.push(`${m.id}: x[${i}] = ${x[i]} after ${x[i - 1]}`); break; }
+                    }
+                }
+            }
+            return bad;
+        }""")
 
     def upload(self, path):
         self.page.locator(".khrbm-load input[type=file]").first.set_input_files(str(path))
@@ -217,6 +240,7 @@ def test_story_on_mnist(mnist_dir, khrbm_app_server, khrbm_browser):
         assert tab.page.locator(".khrbm-comp-wins").count() == 0
         time.sleep(2)
         tab.shot("03_running_bu.png")
+        assert tab.curves_in_order() == []                                # rebuilt, then streamed: no point twice
 
         tab.mark("pause")
         tab.click(".khrbm-pause")
@@ -279,6 +303,14 @@ def test_bars_controls_files_and_errors(khrbm_app_server, khrbm_browser, tmp_pat
         tab.upload(junk)
         tab.wait_text(".khrbm-error", "junk.npz")
         assert tab.attr("state") in ("idle", "paused")                   # the server and the run go on
+        assert "up to 10.0 MB" in tab.text(".khrbm-load-label")           # the limit, shown by the input
+        big = tmp_path / "big.npz"
+        big.write_bytes(b"PK\x03\x04" + bytes(11 * 1024 * 1024))        # over the cap: never sent
+        tab.upload(big)
+        msg = tab.wait_text(".khrbm-error", "big.npz is 11.0 MB")
+        assert "up to 10.0 MB" in msg
+        tab.click(".khrbm-step")                                          # the connection is still there
+        tab.wait_attr("step", lambda v: v == "1", timeout=30)
 
         good = tmp_path / "small.json"
         good.write_text(json.dumps({"dataset": "bars", "n_hidden": 12, "kh_mode": "bu", "epochs": 3}))
@@ -291,6 +323,8 @@ def test_bars_controls_files_and_errors(khrbm_app_server, khrbm_browser, tmp_pat
         tab.click(".khrbm-start")
         tab.wait_attr("step", lambda v: int(v) > 20, timeout=60)
         tab.page.locator(".khrbm-comp-bars").first.wait_for(timeout=15000)
+        shares = tab.page.locator(".khrbm-promise").first.get_attribute("data-shares")   # the bars' promise
+        assert len(shares.split(",")) == 1 and 0.0 <= float(shares) <= 1.0
         time.sleep(1.5)
         tab.shot("04_bars_bu.png")
         assert _errors(tab) == []
@@ -329,48 +363,80 @@ def test_offline_opens_on_bars_with_a_banner(khrbm_browser, tmp_path):
     """No MNIST anywhere: the app opens on the bars data and says how to get MNIST."""
     empty = tmp_path / "no-data"
     empty.mkdir()
-    port = _free_port()
-    env = dict(os.environ, KHRBM_DATA_DIR=str(empty), XDG_CACHE_HOME=str(tmp_path / "cache"),
-               PYTHONUNBUFFERED="1")
-    log_path = ARTIFACTS / "server-offline.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--port", str(port), "--address",
-                                 "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = dict(KHRBM_DATA_DIR=str(empty), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    with panel_serve("app", "server-offline.log", env=env) as (url, _log):
+        tab = Tab(khrbm_browser, url)
         try:
-            url = f"http://127.0.0.1:{port}/app"
-            deadline = time.time() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/static/extensions/panel/css/loading.css",
-                                           timeout=2)
-                    break
-                except OSError:
-                    if time.time() > deadline or proc.poll() is not None:
-                        raise RuntimeError(log_path.read_text())
-                    time.sleep(0.3)
-            tab = Tab(khrbm_browser, url)
-            try:
-                banner = tab.wait_text(".khrbm-banner", "khrbm data fetch mnist")
-                assert "KHRBM_DATA_DIR" in banner
-                assert "Bars" in tab.page.locator(".khrbm-preset select").first.input_value() or \
-                    tab.page.locator(".khrbm-w-dataset select").first.input_value() == "bars"
-                assert "not downloaded" in tab.text(".khrbm-w-dataset")
-                tab.preset(next(n for n in presets_names(tab) if n.startswith("Init robustness")))
-                tab.wait_text(".khrbm-error", "fetch mnist")                  # a message, not a crash
-                tab.click(".khrbm-step")
-                tab.wait_attr("step", lambda v: v == "1", timeout=60)        # bars still trains
-                tab.shot("05_offline_bars.png")
-                assert _errors(tab) == []
-            finally:
-                tab.close()
+            banner = tab.wait_text(".khrbm-banner", "khrbm data fetch mnist")
+            assert "KHRBM_DATA_DIR" in banner
+            assert tab.page.locator(".khrbm-preset select").first.input_value().startswith("Bars")
+            assert tab.page.locator(".khrbm-w-dataset select").first.input_value().startswith("bars")
+            assert "not downloaded" in tab.text(".khrbm-w-dataset")
+            tab.preset(next(n for n in presets_names(tab) if n.startswith("Init robustness")))
+            tab.wait_text(".khrbm-error", "fetch mnist")                  # a message, not a crash
+            tab.click(".khrbm-step")
+            tab.wait_attr("step", lambda v: v == "1", timeout=60)        # bars still trains
+            tab.shot("05_offline_bars.png")
+            assert _errors(tab) == []
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            tab.close()
 
 
 def presets_names(tab) -> list[str]:
     return tab.page.locator(".khrbm-preset select option").all_inner_texts()
+
+
+def test_a_link_restores_its_setup_and_the_url_follows_the_settings(khrbm_app_server, khrbm_browser):
+    """A link's preset and settings reach the widgets and the trainer; a bad part is named in the banner
+    and left at the preset's value; a live change moves the address; Copy link gives that address."""
+    url, _log = khrbm_app_server
+    link = f"{url}?preset=bars&kh_mode=td&eps0=0.02&n_hidden=20&compare=false&delta=abc"
+    tab = Tab(khrbm_browser, link)
+    try:
+        tab.wait_text(".khrbm-banner", "'delta'")
+        assert tab.attr("arms") == "1"                                        # compare=false
+        assert tab.page.locator(".khrbm-preset select").first.input_value().startswith("Bars")
+        assert tab.page.locator(".khrbm-w-eps0 input").first.input_value() == "0.02"
+        assert tab.page.locator(".khrbm-w-n_hidden input").first.input_value() == "20"
+        assert tab.page.locator(".khrbm-w-delta input").first.input_value() == "0.1"   # the preset's Δ
+        assert "active" in tab.page.locator(".khrbm-w-kh_mode button", has_text="TD").first.get_attribute("class")
+        cfg = json.loads(tab.download(".khrbm-export-config").decode())        # what the trainer holds
+        assert (cfg["dataset"], cfg["kh_mode"], cfg["eps0"], cfg["n_hidden"], cfg["delta"]) == ("bars", "td", 0.02,
+                                                                                              20, 0.1)
+        tab.page.wait_for_url(lambda u: "delta" not in u and "eps0=0.02" in u, timeout=10000)   # the link, cleaned
+
+        tab.click(".khrbm-step")
+        tab.wait_attr("step", lambda v: v == "1", timeout=60)
+        tab.set_number("eps0", 0.03)                                             # a live change
+        tab.page.wait_for_url(lambda u: "eps0=0.03" in u, timeout=10000)
+        tab.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        tab.click(".khrbm-copy-link")
+        tab.wait_text(".khrbm-copy-link", "Copied")
+        copied = tab.page.evaluate("navigator.clipboard.readText()")
+        assert copied == tab.page.url and "preset=bars" in copied and "compare=false" in copied
+        assert _errors(tab) == []
+    finally:
+        tab.close()
+    again = Tab(khrbm_browser, copied)                                         # the copied link, reopened
+    try:
+        assert again.page.locator(".khrbm-w-eps0 input").first.input_value() == "0.03"
+        assert again.attr("arms") == "1" and again.step() == 0
+        assert not again.page.locator(".khrbm-banner").first.is_visible()
+        again.shot("06_link_restored.png")
+    finally:
+        again.close()
+
+
+def test_the_served_notebook_is_the_lab(khrbm_browser):
+    """`panel serve examples/lab.ipynb`: the notebook's lab opens, Start trains (the step counter moves)."""
+    with panel_serve("examples/lab.ipynb", "server-notebook.log") as (url, _log):
+        tab = Tab(khrbm_browser, url)
+        try:
+            tab.wait_attr("step", lambda v: int(v or 0) >= 3, timeout=120)    # the notebook's own 3 steps
+            s0 = tab.step()
+            tab.click(".khrbm-start")
+            tab.wait_attr("step", lambda v: int(v) >= s0 + 20, timeout=90)
+            tab.shot("07_served_notebook.png")
+            assert _errors(tab) == []
+        finally:
+            tab.close()

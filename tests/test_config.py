@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from khrbm.config import FIELDS, LIVE_FIELDS, ConfigError, RunConfig
+from khrbm.config import (FIELD, FIELDS, LIVE_FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig,
+                          parse_text)
 
 
 def test_defaults_round_trip_through_json():
@@ -55,7 +56,24 @@ def test_live_fields_are_the_ones_the_brief_names():
     assert len({f.name for f in FIELDS}) == len(FIELDS)
 
 
+def test_epochs_alone_is_run_wide_and_a_running_trainer_takes_it():
+    assert RUN_WIDE_FIELDS == {"epochs"} and not RUN_WIDE_FIELDS & LIVE_FIELDS
+    assert MID_RUN_FIELDS == LIVE_FIELDS | {"epochs"}
+
+
 def test_dataclass_and_field_table_declare_the_same_fields():
     import dataclasses
     declared = [(f.name, f.default) for f in dataclasses.fields(RunConfig)]
     assert declared == [(f.name, f.default) for f in FIELDS]
+
+
+def test_values_from_text_as_the_cli_and_links_give_them():
+    assert parse_text(FIELD["horizon"], "None") is None and parse_text(FIELD["horizon"], "12.5") == 12.5
+    assert parse_text(FIELD["ell_band"], "yes") is True and parse_text(FIELD["shuffle_xi"], "0") is False
+    assert parse_text(FIELD["n_hidden"], "200") == 200 and parse_text(FIELD["n_hidden"], "2e2") == 200
+    assert parse_text(FIELD["kh_mode"], "td") == "td"
+    for name, text in (("n_hidden", "2.5"), ("n_hidden", "9" * 5000), ("eps0", "inf"), ("kh_mode", "TD"),
+                       ("ell_band", "maybe"), ("seed", "none"), ("lr", "0x10")):
+        with pytest.raises(ConfigError) as err:
+            parse_text(FIELD[name], text)
+        assert err.value.field == name and len(str(err.value)) < 200, str(err.value)

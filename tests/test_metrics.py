@@ -231,13 +231,13 @@ def sklearn_rbm(params, random_state):
     return rbm
 
 
-def test_pll_samples_equal_sklearn_score_samples_at_sklearns_flips():
+def testpll_samples_equal_sklearn_score_samples_at_sklearns_flips():
     params = random_params(12, 7, seed=12, scale=1.5)
     V = binary((40, 12), 13, p=0.5).astype(np.float64)
     for rs in (0, 1, 123):
         ref = sklearn_rbm(params, rs).score_samples(V)
         flip = np.random.RandomState(rs).randint(0, V.shape[1], V.shape[0])   # sklearn's own draw
-        np.testing.assert_allclose(metrics._pll_samples(V, params, flip), ref, rtol=1e-10)
+        np.testing.assert_allclose(metrics.pll_samples(V, params, flip), ref, rtol=1e-10)
 
 
 def test_pseudo_log_likelihood_expectation_over_flips():
@@ -251,7 +251,7 @@ def test_pseudo_log_likelihood_expectation_over_flips():
     # (and only it) costs about -8N; a flip that never picks the last position is detected
     params.a[-1] = 8.0
     V[:, -1] = 0.0
-    per_pos = np.stack([metrics._pll_samples(V, params, np.full(B, i)) for i in range(N)], axis=1)
+    per_pos = np.stack([metrics.pll_samples(V, params, np.full(B, i)) for i in range(N)], axis=1)
     # sklearn spot check of the per-position table on the first row
     hit = {}
     for rs in range(200):
@@ -363,3 +363,48 @@ def test_xi_probe_inactive_kh():
     for st in (StepSettings(kh_mode="td", eps=0.0), StepSettings(kh_mode="off", eps=0.05)):
         ratio, cosine = xi_probe(X, params, st, 5, 3)
         assert ratio == 0.0 and math.isnan(cosine)
+
+
+# --- bar selectivity (khrbm.core.metrics.bar_selectivity) --------------------------------------------------
+def test_bar_masks_are_the_bars_make_bars_draws():
+    from khrbm.core.metrics import bar_masks
+    from khrbm.data import make_bars
+
+    masks = bar_masks(6)
+    images = make_bars(400, seed=3, size=6, p_bar=0.15)
+    # every image is the union (logical or) of the bars it holds; a bar is held iff all its pixels are on
+    for img in images:
+        held = [m for m in masks if np.all(img[m > 0] == 1)]
+        union = np.max(held, axis=0) if held else np.zeros(36)
+        assert np.array_equal(union, img)
+    assert masks.sum(axis=1).tolist() == [6] * 12 and masks[0].reshape(6, 6)[0].tolist() == [1] * 6
+
+
+def test_bar_selectivity_on_constructed_receptive_fields():
+    from khrbm.core.metrics import bar_masks, bar_selectivity
+
+    size = 8
+    masks = bar_masks(size)
+    rng = np.random.default_rng(0)
+    cols = [
+        masks[2] + 0.05 * rng.normal(size=size * size),       # 0: horizontal bar 2, a little noise
+        masks[size + 5] - 0.02,                              # 1: vertical bar 5 on a slightly negative ground
+        masks[3] + masks[size + 1],                          # 2: a cross of two bars: matches two, not one
+        -masks[4],                                           # 3: the negative of a bar
+        np.ones(size * size),                                # 4: everything (cos 1/sqrt(8) with each bar)
+        np.zeros(size * size),                               # 5: a dead unit
+        masks[2] * 2.0,                                      # 6: bar 2 again
+    ]
+    W = np.stack(cols, axis=1)
+    W = np.vstack([W, np.ones((3, W.shape[1]))])             # label rows of a cRBM are not pixels
+    out = bar_selectivity(W, n_pixels=size * size)
+    assert out["bar"].tolist() == [2, size + 5, -1, -1, -1, -1, 2]
+    assert out["share"] == pytest.approx(3 / 7) and out["bars"] == 2
+    # independent transcription of the cosine for unit 1
+    w = W[: size * size, 1]
+    cos = [float(w @ m / (np.linalg.norm(w) * np.linalg.norm(m))) for m in masks]
+    assert out["cosine"][1] == pytest.approx(max(cos))
+    # the cross: 2 where the bars meet, 1 on the other 2·size - 2 pixels; with either bar: (size + 1) / ...
+    assert out["cosine"][2] == pytest.approx((size + 1) / np.sqrt((2 * size + 2) * size))
+    with pytest.raises(ValueError, match="square"):
+        bar_selectivity(np.ones((10, 2)))

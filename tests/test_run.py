@@ -48,6 +48,16 @@ def test_update_live_and_refuse_model_fields(bars):
     assert run.config.ell == 1
 
 
+def test_apply_takes_a_checked_config_but_never_a_new_model(bars):
+    run = Run(RunConfig(**SMALL, kh_mode="bu"), bars)
+    assert run.apply(run.config.replace(epochs=7, eps0=0.01)) == {"epochs": (SMALL["epochs"], 7),
+                                                                   "eps0": (0.04, 0.01)}
+    assert run.config.eps0 == 0.01
+    with pytest.raises(ConfigError, match="needs a reset"):
+        run.apply(run.config.replace(n_hidden=20, eps0=0.02))
+    assert run.config.n_hidden == 16 and run.config.eps0 == 0.01
+
+
 def test_kh_counts_follow_the_mode(bars):
     run = steps(Run(RunConfig(**SMALL, kh_mode="td", ell=2, radius=1.0), bars), 4)
     assert run.win_counts["td"].sum() == 4 * 100 and run.inhibit_counts["td"].sum() == 4 * 100

@@ -16,7 +16,8 @@ from khrbm.data import load_dataset
 from khrbm.core.rbm import Params, sigmoid
 from khrbm.train.run import Run
 from khrbm.core.step import StepSettings, numpy_step
-from khrbm.train.trainer import ResetNeeded, Trainer, checksum
+from khrbm.train.snapshot import checksum
+from khrbm.train.trainer import ResetNeeded, Trainer
 
 DEADLINE = 60.0
 SMALL = dict(dataset="bars", n_hidden=16, train_size=600, val_size=200, eval_size=100, epochs=50,
@@ -105,6 +106,22 @@ def test_live_changes_are_validated_at_once(trainers, bars):
     with pytest.raises(ValueError, match="no arm B"):
         t.update(arm="B", lr=0.2)
     assert t.configs[0].ell == 1 and t.configs[0].lr == 0.1
+
+
+def test_the_checked_config_is_what_each_arm_runs_with(trainers, bars):
+    """Trainer.update holds the change at once (configs); the loop puts exactly that config in force:
+    arm B keeps KH off when only A's mode changes, and epochs (run-wide) reaches both arms."""
+    cfg = RunConfig(**SMALL, kh_mode="td", backend="numpy")
+    t = trainers(cfg, cfg.replace(kh_mode="off"), dataset=bars)
+    t.step(1)
+    t.update(arm="A", kh_mode="bu", eps0=0.02)
+    t.update(epochs=60, delta=0.1)
+    assert [c.kh_mode for c in t.configs] == ["bu", "off"] and [c.epochs for c in t.configs] == [60, 60]
+    snap = t.sync(DEADLINE)
+    assert tuple(a.config for a in snap.arms) == t.configs
+    assert snap.arms[1].config == cfg.replace(kh_mode="off", epochs=60, delta=0.1)
+    assert {(c.arm, c.field) for c in snap.changes} == {("A", "kh_mode"), ("A", "eps0"), ("A", "epochs"),
+                                                          ("A", "delta"), ("B", "epochs"), ("B", "delta")}
 
 
 def test_pause_stops_the_weights(trainers, bars):

@@ -1,20 +1,14 @@
-"""The app's pure view helpers (app/views.py) and presets (app/presets.py), checked value by value
+"""The app's pure view helpers (khrbm/app/views.py) and presets (khrbm/app/presets.py), checked value by value
 (the mosaic helpers they share with khrbm.viz are in test_tiles.py)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from app import presets, views  # noqa: E402
-from khrbm.config import RunConfig  # noqa: E402
+from khrbm.app import feed, presets, views
+from khrbm.config import RunConfig
 
 
 # --- change markers, status ------------------------------------------------------------------------
@@ -78,8 +72,10 @@ def test_mosaic_view_updates_image_and_hover_columns():
     view = views.MosaicView("t", 4, (4, 4), frame=100)
     view.update(W, 16, wins=np.array([5, 6, 7, 8]), inhibited=np.array([1, 2, 3, 4]), title="new")
     img = view.image.data["image"][0]
-    assert img.shape == (2 * 5 - 1, 2 * 5 - 1)
-    assert np.flipud(img)[0, 5] == 1.0                        # unit 1: top row, second tile, pixel 0
+    assert img.shape == (2 * 5 - 1, 2 * 5 - 1) and img.dtype == np.uint8      # 8-bit codes of w/max|w|
+    assert np.flipud(img)[0, 5] == feed.CODES                 # unit 1: top row, second tile, pixel 0 (= 1.0)
+    assert np.flipud(img)[0, 0] == feed.CODES // 2             # a zero weight: the middle of the map
+    assert np.flipud(img)[4, 0] == feed.NAN_CODE               # the gap between tile rows
     assert list(view.boxes.data["wins"]) == ["5", "6", "7", "8"]
     assert view.fig.title.text == "new"
     view.update(W, 16)                                        # TD / off: no per-unit counts
@@ -97,31 +93,76 @@ def test_curves_view_sets_ranges_and_markers():
 
 # --- presets -------------------------------------------------------------------------------------
 def test_every_preset_is_a_valid_config():
-    for name, preset in presets.PRESETS.items():
-        fields, compare = presets.split(preset)
-        cfg = RunConfig().replace(**fields)
-        assert isinstance(compare, bool), name
-        assert cfg.p == 2.0 and cfg.ell == 1 and cfg.k == 1, name
+    for pid, preset in presets.PRESETS.items():
+        cfg = RunConfig().replace(**preset.fields)
+        assert isinstance(preset.compare, bool) and preset.id == pid, pid
+        assert cfg.p == 2.0 and cfg.ell == 1 and cfg.k == 1, pid
 
 
 def test_presets_follow_the_authors_table():
-    auth = presets.PRESETS["Authors: reconstruction, mnist, M=500, std, KH_TD"]
+    auth = presets.PRESETS["rec-mnist-500-std-td"].fields
     assert (auth["eps0"], auth["delta"], auth["radius"], auth["n_hidden"], auth["init"]) == (0.008, 0.2, 1.0, 500,
                                                                                            "std")
-    auth = presets.PRESETS["Authors: classification, kmnist, M=100, lecun, KH_BU"]
+    auth = presets.PRESETS["cls-kmnist-100-lecun-bu"].fields
     assert (auth["eps0"], auth["delta"], auth["radius"], auth["task"]) == (0.0005, 0.4, 0.1, "classification")
-    assert sum(name.startswith("Authors:") for name in presets.PRESETS) == 32
-    story = presets.PRESETS[presets.INIT_ROBUSTNESS]
-    assert story["compare"] and story["dataset"] == "mnist" and story["n_hidden"] == 100
-    assert (story["init"], story["kh_mode"], story["eps0"], story["delta"], story["radius"]) == ("std", "td", 0.04,
-                                                                                               0.4, 1.0)
-    assert story["probe_every"] > 0                               # Fig. 2 has data
-    fig3 = presets.PRESETS[presets.FIG3]
+    assert sum(p.group == presets.AUTHORS for p in presets.PRESETS.values()) == 32
+    story = presets.PRESETS[presets.STORY]
+    assert story.compare and story.fields["dataset"] == "mnist" and story.fields["n_hidden"] == 100
+    f = story.fields
+    assert (f["init"], f["kh_mode"], f["eps0"], f["delta"], f["radius"]) == ("std", "td", 0.04, 0.4, 1.0)
+    assert f["probe_every"] > 0                                   # Fig. 2 has data
+    fig3 = presets.PRESETS[presets.FIG3].fields
     assert (fig3["init"], fig3["radius"], fig3["kh_mode"], fig3["n_hidden"]) == ("lecun", 0.1, "td", 100)
-    assert presets.PRESETS[presets.BARS]["dataset"] == "bars"
+    assert presets.PRESETS[presets.BARS].fields["dataset"] == "bars"
 
 
 def test_preset_groups_cover_every_preset_once():
-    names = [n for group in presets.groups().values() for n in group]
-    assert sorted(names) == sorted(presets.PRESETS) and len(names) == len(set(names))
-    assert names[0] == presets.INIT_ROBUSTNESS
+    ids = [pid for group in presets.groups().values() for pid in group.values()]
+    assert sorted(ids) == sorted(presets.PRESETS) and len(ids) == len(set(ids))
+    assert ids[0] == presets.STORY and list(presets.groups())[0] == presets.CLASSROOM
+
+
+def test_status_html_carries_the_numbers_and_escapes_messages():
+    cfg = RunConfig(kh_mode="td", epochs=30)
+    arm = SimpleNamespace(name="A", config=cfg, step=1240, epoch=12.4, eps=0.0312, checksum=77, W=np.zeros(1))
+    snap = SimpleNamespace(state="paused", arms=(arm,), samples_per_s=0.0, version=9, message="<b>odd</b>",
+                           changes=(_change(5, 0.05, "A", "delta", 0.4, 0.0),), notice="")
+    out = views.status_html(snap, busy="loading x.npz…", mosaic_version=8)
+    for attr in ("data-state='paused'", "data-step='1240'", "data-version='9'", "data-changes='1'",
+                 "data-wsig='77'", "data-mosaic-version='8'", "data-arms='1'"):
+        assert attr in out, attr
+    assert "&lt;b&gt;odd&lt;/b&gt;" in out and "<b>odd" not in out and "loading x.npz" in out
+    assert "data-state='starting'" in views.status_html(None)
+
+
+def test_every_config_field_has_exactly_one_control():
+    from khrbm.app import controls
+    from khrbm.config import FIELD
+
+    assert set(controls.CONTROLS) == set(FIELD)
+    assert {c.group for c in controls.CONTROLS.values()} == set(controls.GROUPS)
+    for name, c in controls.CONTROLS.items():
+        if c.buttons:
+            assert set(c.buttons) == set(FIELD[name].choices), name
+        if c.group in ("kh", "rbm", "diag"):
+            assert FIELD[name].live or name == "epochs", name      # the live sections hold live settings
+
+
+def test_bars_line_counts_the_units_that_own_one_bar():
+    from khrbm.core.metrics import bar_masks
+
+    masks = bar_masks(28)
+    W = np.stack([masks[0], masks[30], masks[0] + masks[40], np.zeros(784)], axis=1)
+    arm = SimpleNamespace(name="A", config=RunConfig(dataset="bars", kh_mode="bu"), W=W, n_pixels=784)
+    line = views.bars_line(SimpleNamespace(arms=(arm,)))
+    assert "data-shares='0.500'" in line and "50%" in line and "2 of 4 units" in line and "2 of the 56 bars" in line
+    mnist = SimpleNamespace(name="A", config=RunConfig(), W=W, n_pixels=784)
+    assert views.bars_line(SimpleNamespace(arms=(mnist,))) == ""
+
+
+def test_the_now_point_continues_the_right_axis_curve():
+    pytest.importorskip("bokeh")
+    view = views.CurvesView("t", "step", "r", [dict(key="eps", label="ε", color="#666", axis="right")],
+                            ylabel_right="ε", now_point="#666")
+    view.update({"eps": (np.array([0.0, 60.0]), np.array([0.04, 0.039]))}, now=(211, 0.0385))
+    assert view.now.data == {"x": [60.0, 211.0], "y": [0.039, 0.0385], "size": [0, 7]}

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-SUBCOMMANDS = ("train", "sweep", "repro", "data", "runs")
+SUBCOMMANDS = ("train", "sweep", "repro", "data", "runs", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

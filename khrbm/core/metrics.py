@@ -81,7 +81,7 @@ def _free_energy64(V, W, a, b):
     return -V @ a - _softplus64(V @ W + b).sum(axis=1)
 
 
-def _pll_samples(V, params: Params, flip) -> np.ndarray:
+def pll_samples(V, params: Params, flip) -> np.ndarray:
     """Per-sample pseudo-log-likelihood with sample s's pixel ``flip[s]`` flipped:
     ``N · log σ(F(ṽ) - F(v))`` (scikit-learn's BernoulliRBM.score_samples)."""
     W, a, b = _f64(params)
@@ -101,7 +101,7 @@ def pseudo_log_likelihood(V, params: Params, key: int) -> float:
     N = V.shape[1]
     u = rng.uniforms(rng.stream(key, PLL_FLIP), (len(V),), np.float64)
     flip = np.minimum((u * N).astype(np.int64), N - 1)
-    return float(np.mean(_pll_samples(V, params, flip)))
+    return float(np.mean(pll_samples(V, params, flip)))
 
 
 def receptive_field_overlap(W, n_pixels=None, chunk: int = 1024) -> float:
@@ -230,3 +230,39 @@ def log_likelihood(V, params: Params, log_Z: float) -> float:
     """Mean over the rows of V of log p(v) = -F(v) - log Z."""
     W, a, b = _f64(params)
     return float(np.mean(-_free_energy64(np.asarray(V, np.float64), W, a, b)) - log_Z)
+
+
+BAR_MATCH = 0.5    # cosine from which a receptive field counts as matching a bar
+
+
+def bar_masks(size: int) -> np.ndarray:
+    """(2·size, size²) 0/1 masks of Földiák's bars on a size×size image: the horizontal bars (image rows)
+    first, then the vertical ones (columns), as ``khrbm.data.make_bars`` draws them."""
+    masks = np.zeros((2, size, size, size))
+    idx = np.arange(size)
+    masks[0, idx, idx, :] = 1.0
+    masks[1, idx, :, idx] = 1.0
+    return masks.reshape(2 * size, size * size)
+
+
+def bar_selectivity(W, n_pixels=None, threshold: float = BAR_MATCH) -> dict:
+    """Which hidden units own one bar (Földiák 1990): unit j is selective for bar b when the cosine between
+    its receptive field ``W[:n_pixels, j]`` and the mask of bar b is at least ``threshold`` and no other
+    bar's is (a cross of two bars is not selective; nor is a unit whose field is the negative of a bar).
+    The image is square, n_pixels = size².
+
+    Returns ``share`` (selective units / M), ``bars`` (distinct bars that have a selective unit), ``bar``
+    (per unit: its bar, -1 if none) and ``cosine`` (per unit: its best cosine with a bar)."""
+    W = np.asarray(W, np.float64)
+    n = W.shape[0] if n_pixels is None else int(n_pixels)
+    size = int(round(n ** 0.5))
+    if size * size != n:
+        raise ValueError(f"bars are square images; {n} pixels are not")
+    masks = bar_masks(size)
+    R = W[:n]
+    norm = np.linalg.norm(R, axis=0)
+    C = (masks @ R) / (np.linalg.norm(masks, axis=1)[:, None] * np.where(norm > 0, norm, 1.0))   # (bars, M)
+    selective = (C >= threshold).sum(axis=0) == 1
+    bar = np.where(selective, C.argmax(axis=0), -1)
+    return {"share": float(selective.mean()) if W.shape[1] else float("nan"),
+            "bars": int(len(np.unique(bar[selective]))), "bar": bar, "cosine": C.max(axis=0)}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import eval_kernels, metrics, rng
-from ..config import FIELD, LIVE_FIELDS, ConfigError, RunConfig
+from ..config import FIELD, LIVE_FIELDS, MID_RUN_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from ..core.kernels import make_stepper
 from ..core.probe import xi_probe
@@ -163,9 +163,18 @@ class Run:
                 raise ConfigError(name, "changes the model and needs a reset")
         new = self.config.replace(**changes)
         check_ell(new, self.dataset)
-        diff = {n: (getattr(self.config, n), getattr(new, n)) for n in changes
-                if getattr(self.config, n) != getattr(new, n)}
-        self.config = new
+        return self.apply(new)
+
+    def apply(self, config: RunConfig) -> dict:
+        """Put ``config``, already checked (RunConfig, ``check_ell``), in force from the next minibatch; it
+        may differ from the current one only in settings a running model takes (MID_RUN_FIELDS), else
+        ConfigError. Returns {field: (old, new)} of what changed."""
+        diff = {f: (getattr(self.config, f), getattr(config, f)) for f in FIELD
+                if getattr(self.config, f) != getattr(config, f)}
+        fixed = [f for f in diff if f not in MID_RUN_FIELDS]
+        if fixed:
+            raise ConfigError(fixed[0], "changes the model and needs a reset")
+        self.config = config
         return diff
 
     def divergence(self) -> str | None:
@@ -256,7 +265,7 @@ class Run:
         arrays = read_checkpoint(path)
         saved = RunConfig.from_json(str(arrays["config_json"]))
         if config is not None:
-            model_diff = [f for f in FIELD if f not in LIVE_FIELDS and f != "epochs"
+            model_diff = [f for f in FIELD if f not in MID_RUN_FIELDS
                           and getattr(config, f) != getattr(saved, f)]
             if model_diff:
                 raise CheckpointError(f"{path}: the checkpoint's {model_diff[0]} is "

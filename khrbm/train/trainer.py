@@ -48,20 +48,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, RunConfig
+from ..config import FIELD, FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
 from .lesson import Lesson, LessonError, LessonPlayer
 from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
 from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, frozen_copies, readonly
-from .snapshot import checksum  # noqa: F401 - re-exported: readers verify ArmSnapshot.checksum with it
 
 log = logging.getLogger(__name__)
 
 # Fields both arms of an A/B must share (everything that is not live: the model, the data, the seed).
 MODEL_FIELDS = tuple(f.name for f in FIELDS if not f.live)
-# Not live, yet changeable without a new model: applied to every arm by ``update``.
-TRAINER_FIELDS = frozenset({"epochs"})
 EVAL_SHARE = 0.05          # subsample points take at most this share of the running loop's time
 FULL_EVAL_SHARE = 0.05     # full-set points too (on 60k MNIST: one per epoch if it costs <= 5 % of an epoch)
 SNAPSHOT_SHARE = 0.01      # publishing snapshots while running (plus one at least every snapshot_interval)
@@ -151,7 +148,7 @@ class _Core:
         self.probe_size = int(probe_size)
         self.cv = threading.Condition(threading.Lock())
         # shared, guarded by cv
-        self.queue: list = []          # ("op", fn, future) | ("update", i, changes) | ("start",) | ...
+        self.queue: list = []          # ("op", fn, future) | ("update", i, config) | ("start",) | ...
         self.issued = 1                # commands queued so far (the first one: compile and evaluate step 0)
         self.handled = 0               # commands whose effect is complete
         self.closing = False
@@ -414,20 +411,15 @@ class _Core:
             self.steps_left = min(self.steps_left, max(0, run.config.epochs * run.batches_per_epoch - run.step))
         self._settle()
 
-    def _apply_update(self, i: int, changes: dict):
+    def _apply_update(self, i: int, config: RunConfig):
+        """Arm i takes ``config``, checked by :meth:`Trainer.update`; every setting that changed is logged."""
         if i >= len(self.runs):
             return
         run = self.runs[i]
         try:
-            live = {k: v for k, v in changes.items() if k not in TRAINER_FIELDS}
-            diff = run.update(**live) if live else {}
-            for k in TRAINER_FIELDS & set(changes):
-                old = getattr(run.config, k)
-                if old != changes[k]:
-                    run.config = run.config.replace(**{k: changes[k]})
-                    diff[k] = (old, changes[k])
-        except ConfigError as exc:   # validated by the caller already; only a race gets here
-            log.warning("live change %s to arm %s refused: %s", changes, ARM_NAMES[i], exc)
+            diff = run.apply(config)
+        except ConfigError as exc:   # queued for a model that a reset or a load has replaced since
+            log.warning("live change to arm %s dropped: %s", ARM_NAMES[i], exc)
             return
         for name, (old, new) in diff.items():
             self.changes.append(Change(run.step, run.epoch, ARM_NAMES[i], name, old, new))
@@ -649,7 +641,7 @@ class _Core:
         for m in marks:
             for i in range(len(self.runs)):
                 if m.set and m.arm in ("both", ARM_NAMES[i]):
-                    self._apply_update(i, m.set)
+                    self._apply_update(i, self.runs[i].config.replace(**m.set))   # checked by Lesson.resolve
                     with self.cv:
                         pending = list(self.pending)
                         pending[i] = pending[i].replace(**m.set)
@@ -777,10 +769,13 @@ class Trainer:
 
     def update(self, arm: str = "both", **changes):
         """Change settings; live ones (config.LIVE_FIELDS) take effect at the next minibatch and are logged as
-        :class:`Change`. ``epochs`` may change any time and applies to every arm. Other fields need a new
-        model: :class:`ResetNeeded` once training has begun (or while it runs); before the first minibatch
-        they are applied at once by a reset with the changed config. After :meth:`close`, values are still
-        checked (ConfigError), then RuntimeError says the trainer is closed."""
+        :class:`Change`. Run-wide ones (config.RUN_WIDE_FIELDS: ``epochs``) may change any time and apply to
+        every arm. Other fields need a new model: :class:`ResetNeeded` once training has begun (or while it
+        runs); before the first minibatch they are applied at once by a reset with the changed config. After
+        :meth:`close`, values are still checked (ConfigError), then RuntimeError says the trainer is closed.
+
+        This is where a change is checked, once (ConfigError here, on the caller's thread); the loop takes
+        the checked config as it is."""
         core = self._core
         if not changes:
             return
@@ -791,7 +786,7 @@ class Trainer:
         for name in changes:
             if name not in FIELD:
                 raise ConfigError(name, f"unknown field; known fields: {', '.join(FIELD)}")
-        model = [n for n in changes if n not in LIVE_FIELDS and n not in TRAINER_FIELDS]
+        model = [n for n in changes if n not in MID_RUN_FIELDS]
         targets = range(len(core.pending)) if arm == "both" else [ARM_NAMES.index(arm)]
         if model:
             with core.cv:
@@ -804,7 +799,7 @@ class Trainer:
             new = [c.replace(**changes) for c in pending]
             self.reset(config_a=new[0], config_b=new[1] if len(new) == 2 else None)
             return
-        shared = {k: v for k, v in changes.items() if k in TRAINER_FIELDS}
+        shared = {k: v for k, v in changes.items() if k in RUN_WIDE_FIELDS}
         with core.cv:
             new, queued = list(core.pending), []
             for i in range(len(new)):
@@ -812,7 +807,7 @@ class Trainer:
                 if mine:
                     new[i] = new[i].replace(**mine)
                     check_ell(new[i], core.dataset)
-                    queued.append(("update", i, mine))
+                    queued.append(("update", i, new[i]))
             if core.closing:          # checked after the values, so that a bad value is refused either way
                 raise RuntimeError("the trainer is closed")
             core.queue.extend(queued)

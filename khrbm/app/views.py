@@ -1,7 +1,7 @@
 """Pure view functions: arrays / snapshot pieces -> numbers and Bokeh figures.
 
-Nothing here holds Panel state or talks to a Trainer; ``app/lab.py`` builds each figure once and, on
-every new ``Trainer.snapshot``, replaces only its data sources, so a redraw sends just new data to the
+Nothing here holds Panel state or talks to a Trainer; ``khrbm/app/lab.py`` builds each figure once and, on
+every new ``Trainer.snapshot``, sends only what changed (feed.py), so a redraw sends just new data to the
 browser. (Plain Bokeh rather than HoloViews DynamicMaps: measured ~7 ms per tick for all views against
 ~60 ms per plot with ``hv.streams.Pipe``, on a machine that is training at the same time.)
 The array helpers (``change_markers``, ``status_text``, …) are what ``tests/test_views.py`` checks value
@@ -9,13 +9,15 @@ by value; the mosaic helpers live in :mod:`khrbm.tiles`, shared with the HoloVie
 """
 from __future__ import annotations
 
+import html
 import math
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from khrbm.tiles import (MAX_TILES, competition_images, grid_shape, probe_mosaic,  # noqa: F401 (lab uses them)
-                         receptive_fields, tile_boxes)
+from ..core.metrics import BAR_MATCH, bar_selectivity
+from ..tiles import MAX_TILES, grid_shape, receptive_fields, tile_boxes
+from . import feed
 
 ARM_COLORS = {"A": "#D55E00", "B": "#0072B2"}   # Okabe-Ito vermillion / blue: one colour per arm
 WEIGHT_CMAP = "RdBu_r"                          # diverging, colour-blind safe
@@ -73,6 +75,65 @@ def status_text(snapshot) -> str:
     return " · ".join(parts)
 
 
+def bars_line(snapshot) -> str:
+    """What the bars preset promises, measured (metrics.bar_selectivity): per arm, the share of hidden units
+    whose receptive field matches one bar, as a line for the class; '' unless the data are the bars."""
+    arms = snapshot.arms
+    if not arms or arms[0].config.dataset != "bars":
+        return ""
+    parts, shares = [], []
+    for arm in arms:
+        sel = bar_selectivity(arm.W, arm.n_pixels)
+        m, n_bars = arm.W.shape[1], 2 * int(round(arm.n_pixels ** 0.5))
+        shares.append(f"{sel['share']:.3f}")
+        parts.append(f"<b>{arm_label(arm.name, arm.config)}: {sel['share']:.0%}</b> ({round(sel['share'] * m)} of "
+                     f"{m} units; {sel['bars']} of the {n_bars} bars have one)")
+    return (f"<div class='khrbm-promise' data-shares='{','.join(shares)}'>Units that own one bar (receptive "
+            f"field matches a single bar, cosine ≥ {BAR_MATCH:g}): {' · '.join(parts)}</div>")
+
+
+def status_html(snapshot, busy: str = "", loaded_msg: str = "", mosaic_version: int = -1) -> str:
+    """The status line (``status_text`` plus what is going on, the arms' legend and the change count) and a
+    hint below it (``loaded_msg``, what was loaded, until the run goes on; else the dataset's notice), and for
+    the bars the share of units that own one bar (``bars_line``). Its numbers are also data attributes, which
+    the browser tests read. ``snapshot`` None: the lab is starting."""
+    if snapshot is None:
+        return ("<div class='khrbm-statusline' data-state='starting' data-step='0' data-changes='0'>"
+                "<span class='khrbm-state state-compiling'>starting…</span></div>")
+    a = snapshot.arms[0]
+    n_changes = count_changes(snapshot.changes)
+    state, line = snapshot.state, status_text(snapshot)
+    extra = ""
+    msg = (snapshot.message or "").strip()
+    if state == "compiling":
+        extra = f" — {msg or 'preparing'}…"
+    elif msg and msg not in ("ready", "running") and not msg.startswith(("paused at", "finished")):
+        extra = f" — {html.escape(msg)}"
+    elif state == "finished":
+        extra = " — raise epochs to train on"
+    if busy:
+        extra += f" — {html.escape(busy)}"
+    wsig = getattr(a, "checksum", 0) or f"{float(np.abs(np.asarray(a.W, dtype=np.float64)).sum()):.9g}"
+    legend = " &nbsp; ".join(f"<span class='khrbm-chip' style='background:{ARM_COLORS.get(arm.name, '#333')}'>"
+                             f"</span>{arm_label(arm.name, arm.config)}" for arm in snapshot.arms)
+    changes_title = ("&#10;".join(html.escape(describe_change(c), quote=True) for c in snapshot.changes[-12:])
+                     or "no changes yet")
+    hint = ""
+    if state in ("idle", "paused") and loaded_msg:
+        hint = f"<div class='khrbm-hint'>{html.escape(loaded_msg)}</div>"
+    elif snapshot.notice:
+        hint = f"<div class='khrbm-hint'>{html.escape(snapshot.notice)}</div>"
+    head, _, rest = line.partition(" · ")
+    return (f"<div class='khrbm-statusline' data-state='{state}' data-step='{a.step}' "
+            f"data-version='{snapshot.version}' data-changes='{n_changes}' data-wsig='{wsig}' "
+            f"data-mosaic-version='{mosaic_version}' data-arms='{len(snapshot.arms)}'>"
+            f"<span class='khrbm-state state-{state}'>{head}</span>"
+            f"<span class='khrbm-line'>{rest}{extra}</span>"
+            f"<span class='khrbm-legend'>{legend} · <i>solid</i> validation, <i>dashed</i> train · "
+            f"<span class='khrbm-changes' title='{changes_title}'>┆ setting changes: {n_changes}</span>"
+            f"</span></div>{hint}{bars_line(snapshot)}")
+
+
 def history_arrays(history: dict, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) from a history dict of 1-D arrays, dropping non-finite y."""
     if not history or y not in history or x not in history:
@@ -103,9 +164,9 @@ def history_csv(arms) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Bokeh views: each builds its figure once (per structure: arms, M, task, KH mode) and afterwards only
-# replaces its ColumnDataSource data, so a redraw sends numbers, not a new plot. (HoloViews
-# DynamicMaps were measured here at ~60 ms of server time per plot update; these take a few ms.)
+# Bokeh views: each builds its figure once (per structure: arms, M, task, KH mode) and afterwards sends
+# only what changed (feed.py: curve increments, 8-bit images), so a redraw sends little, not a new plot.
+# (HoloViews DynamicMaps were measured here at ~60 ms of server time per plot update; these take a few ms.)
 # --------------------------------------------------------------------------------------------
 FONT = {"title": "12.5px", "axis": "11.5px", "ticks": "10.5px"}
 
@@ -153,24 +214,33 @@ def _colorbar(fig, mapper, title):
     return bar
 
 
+def _code_mappers(palette, lo: float, hi: float, missing: str):
+    """The mapper that colours an image of 8-bit codes (feed.codes over [lo, hi]) and the one whose colour
+    bar shows the values themselves."""
+    from bokeh.models import LinearColorMapper
+    image = LinearColorMapper(palette=palette, low=0, high=feed.CODES, high_color=missing)
+    return image, LinearColorMapper(palette=palette, low=lo, high=hi)
+
+
 class MosaicView:
-    """Receptive fields of the hidden units: tile j is W[:n_pixels, j] / max|W[:n_pixels, j]|."""
+    """Receptive fields of the hidden units: tile j is W[:n_pixels, j] / max|W[:n_pixels, j]|, sent as 8-bit
+    codes of the colour map (a quarter of float32), and only when the weights changed."""
 
     def __init__(self, title: str, n_units: int, image_shape: Sequence[int], frame: int = 250, gap: int = 1):
-        from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper
+        from bokeh.models import ColumnDataSource, HoverTool
         self.image_shape, self.gap = tuple(image_shape), gap
         m = min(int(n_units), MAX_TILES)
         rows, cols = grid_shape(m)
         h, w = self.image_shape
         self.H, self.W = rows * (h + gap) - gap, cols * (w + gap) - gap
-        self.image = ColumnDataSource({"image": [np.full((self.H, self.W), np.nan, np.float32)]})
+        self.image = ColumnDataSource({"image": [np.full((self.H, self.W), feed.NAN_CODE, np.uint8)]})
         boxes = tile_boxes(m, image_shape, cols, gap)
         self.boxes = ColumnDataSource({"left": boxes[:, 0], "bottom": boxes[:, 1], "right": boxes[:, 2],
                                        "top": boxes[:, 3], "unit": np.arange(m), "wins": ["–"] * m,
                                        "inhibited": ["–"] * m, "maxw": np.zeros(m)})
         self.fig = fig = _figure(title, x_range=(0, self.W), y_range=(0, self.H), **frame_size(self.H, self.W, frame))
         _hide_axes(fig)
-        mapper = LinearColorMapper(palette=_palettes()["weights"], low=-1, high=1, nan_color="#f2f2f2")
+        mapper, shown = _code_mappers(_palettes()["weights"], -1.0, 1.0, "#f2f2f2")
         fig.image(image="image", x=0, y=0, dw=self.W, dh=self.H, source=self.image, color_mapper=mapper)
         quads = fig.quad(left="left", right="right", bottom="bottom", top="top", source=self.boxes, fill_alpha=0,
                          line_alpha=0, hover_fill_alpha=0.12, hover_fill_color="black", hover_line_alpha=1,
@@ -178,39 +248,56 @@ class MosaicView:
         fig.add_tools(HoverTool(renderers=[quads], tooltips=[("hidden unit", "@unit"), ("wins (BU)", "@wins"),
                                                             ("inhibited (BU)", "@inhibited"),
                                                             ("max |w|", "@maxw{0.000}")]))
-        _colorbar(fig, mapper, "w / max|w| of the tile")
+        _colorbar(fig, shown, "w / max|w| of the tile")
         self.n_tiles = m
+        self.sent = feed.Changes()
 
-    def update(self, W: np.ndarray, n_pixels: int, wins=None, inhibited=None, title: str | None = None):
+    def update(self, W: np.ndarray, n_pixels: int, wins=None, inhibited=None, title: str | None = None,
+               key=None):
+        """Show the receptive fields of ``W`` unless ``key`` (e.g. the weights' checksum) is the one shown."""
+        if title is not None and self.fig.title.text != title:
+            self.fig.title.text = title
+        if key is not None and not self.sent.new("W", key):
+            return
         rf = receptive_fields(W, n_pixels, self.image_shape, max_units=self.n_tiles, gap=self.gap)
-        self.image.data = {"image": [np.flipud(rf["mosaic"])]}     # Bokeh draws row 0 at the bottom
+        self.image.data = {"image": [np.flipud(feed.codes(rf["mosaic"], -1.0, 1.0))]}   # Bokeh: row 0 at the bottom
         m = self.n_tiles
-        patch = {"maxw": rf["peak"][:m]}
+        patch = {"maxw": np.round(rf["peak"][:m], 3)}
         if wins is not None and len(wins) >= m:
             patch["wins"] = [str(int(v)) for v in np.asarray(wins)[:m]]
             patch["inhibited"] = [str(int(v)) for v in np.asarray(inhibited)[:m]]
         else:
             patch["wins"] = patch["inhibited"] = ["n/a in TD / off"] * m
-        self.boxes.data = {**dict(self.boxes.data), **patch}
-        if title is not None:
-            self.fig.title.text = title
+        if self.sent.new("boxes", repr(patch)):
+            self.boxes.data = {**dict(self.boxes.data), **patch}
 
 
 class ImageView:
-    """One image with a colour bar: TD win / inhibition counts (viridis) or probe reconstructions (grey)."""
+    """One image with a colour bar, sent only when it changed: TD win / inhibition counts (viridis on a log
+    scale, so that one or two saturated pixels do not hide the rest) or probabilities in [0, 1] (grey, as
+    8-bit codes)."""
 
     def __init__(self, title: str, shape: Sequence[int], kind: str, bar_title: str, frame: int = 150,
                  row_labels: Sequence[tuple[float, str]] | None = None, hover: str = "value"):
-        from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper
+        from bokeh.models import ColumnDataSource, CustomJSHover, FixedTicker, HoverTool, LogColorMapper
         h, w = int(shape[0]), int(shape[1])
         self.shape = (h, w)
-        pal = _palettes()["counts" if kind == "counts" else "grey"]
-        self.mapper = LinearColorMapper(palette=pal, low=0, high=1, nan_color="#ffffff")
         self.kind = kind
-        self.src = ColumnDataSource({"image": [np.zeros((h, w), np.float32)]})
+        if kind == "counts":
+            pal = _palettes()["counts"]
+            self.mapper = LogColorMapper(palette=pal, low=1, high=10, low_color=pal[0], nan_color="#ffffff")
+            shown, first = self.mapper, np.zeros((h, w), np.float32)
+            tip, formatters = "@image{0,0}", {}
+        else:
+            self.mapper, shown = _code_mappers(_palettes()["grey"], 0.0, 1.0, "#ffffff")
+            first = np.full((h, w), feed.NAN_CODE, np.uint8)
+            tip = "@image{p}"
+            formatters = {"@image": CustomJSHover(code=f"return value >= {feed.NAN_CODE} ? '–' : "
+                                                       f"(value / {feed.CODES}).toFixed(2)")}
+        self.src = ColumnDataSource({"image": [first]})
         self.fig = fig = _figure(title, x_range=(0, w), y_range=(0, h), **frame_size(h, w, frame))
         fig.image(image="image", x=0, y=0, dw=w, dh=h, source=self.src, color_mapper=self.mapper)
-        fig.add_tools(HoverTool(tooltips=[(hover, "@image{0.[00]}")]))
+        fig.add_tools(HoverTool(tooltips=[(hover, tip)], formatters=formatters))
         _hide_axes(fig)
         if row_labels:
             fig.yaxis.visible = True
@@ -218,15 +305,21 @@ class ImageView:
             fig.yaxis.major_label_overrides = {t: lab for t, lab in row_labels}
             fig.yaxis.major_tick_line_color = None
             fig.yaxis.axis_line_color = None
-        _colorbar(fig, self.mapper, bar_title)
+        _colorbar(fig, shown, bar_title)
+        self.sent = feed.Changes()
 
     def update(self, image: np.ndarray, title: str | None = None):
-        img = np.asarray(image, dtype=np.float32)
-        self.src.data = {"image": [np.flipud(img)]}
-        if self.kind == "counts":
-            self.mapper.high = max(float(np.nanmax(img)) if img.size else 0.0, 1.0)
-        if title is not None:
+        if title is not None and self.fig.title.text != title:
             self.fig.title.text = title
+        img = np.asarray(image, dtype=np.float32)
+        if not self.sent.new("image", img):
+            return
+        if self.kind == "counts":
+            top = float(np.nanmax(img)) if img.size else 0.0
+            self.mapper.high = max(top, 10.0)          # log scale from 1 (0: the lowest colour) to the top
+            self.src.data = {"image": [np.flipud(img)]}
+        else:
+            self.src.data = {"image": [np.flipud(feed.codes(img, 0.0, 1.0))]}
 
 
 class BarsView:
@@ -247,27 +340,36 @@ class BarsView:
         for ax in (*fig.xaxis, *fig.yaxis):
             ax.axis_label_text_font_size = FONT["axis"]
             ax.axis_label_text_font_style = "normal"
+        self.sent = feed.Changes()
 
     def update(self, wins, inhibited):
         w = np.asarray(wins, dtype=np.float64)
         i = np.asarray(inhibited, dtype=np.float64)
-        self.src.data = {"unit": np.arange(len(w)), "wins": w, "neg": -i, "inhibited": i}
+        if self.sent.new("counts", np.concatenate([w, i])):
+            self.src.data = {"unit": np.arange(len(w)), "wins": w, "neg": -i, "inhibited": i}
 
 
 class CurvesView:
     """Curves vs step or epoch, optional twin right axis, and a dotted vertical line at every change.
 
     ``series``: list of dicts with key, label, color, dash ('solid'/'dashed'), axis ('left'/'right').
+    Each curve is sent as its new points (feed.SeriesFeed), never its whole history again. ``log_y``: a log
+    left axis, for positive quantities that fall by orders of magnitude (MSE, cross-entropy): the first
+    point and the late separation of two curves both stay in view.
     """
 
     def __init__(self, title: str, xlabel: str, ylabel: str, series: Sequence[dict], width: int = 345,
-                 height: int = 205, ylabel_right: str | None = None, now_point: str | None = None):
+                 height: int = 205, ylabel_right: str | None = None, now_point: str | None = None,
+                 log_y: bool = False):
         from bokeh.models import ColumnDataSource, HoverTool, LinearAxis, Range1d
         # ranges are set from the data on every update (no client-side auto-ranging of empty plots)
-        self.fig = fig = _figure(title, width=width, height=height, x_range=Range1d(0, 1), y_range=Range1d(0, 1))
+        self.log_y = log_y
+        self.fig = fig = _figure(title, width=width, height=height, x_range=Range1d(0, 1),
+                                 y_range=Range1d(0.1, 1) if log_y else Range1d(0, 1),
+                                 y_axis_type="log" if log_y else "linear")
         fig.xaxis.axis_label = xlabel
         fig.yaxis.axis_label = ylabel
-        self.sources, self.axis_of = {}, {}
+        self.sources, self.axis_of, self.feeds = {}, {}, {}
         renderers = []
         if ylabel_right:
             fig.extra_y_ranges = {"right": Range1d(0, 1)}
@@ -277,7 +379,7 @@ class CurvesView:
             ax.major_label_text_font_size = FONT["ticks"]
             fig.add_layout(ax, "right")
         for s in series:
-            src = ColumnDataSource({"x": [], "y": []})
+            src = ColumnDataSource({"x": np.zeros(0), "y": np.zeros(0)})
             side = "right" if s.get("axis") == "right" and ylabel_right else "left"
             kw = {"y_range_name": "right"} if side == "right" else {}
             r = fig.line("x", "y", source=src, color=s["color"], line_width=2, line_dash=s.get("dash", "solid"),
@@ -287,10 +389,13 @@ class CurvesView:
                 fig.scatter("x", "y", source=src, color=s["color"], size=3.5, **kw)
             self.sources[s["key"]] = src
             self.axis_of[s["key"]] = side
+            self.feeds[s["key"]] = feed.SeriesFeed()
         self.now = None
-        if now_point and ylabel_right:
-            self.now = ColumnDataSource({"x": [], "y": []})
-            fig.scatter("x", "y", source=self.now, size=7, color=now_point, y_range_name="right")
+        if now_point and ylabel_right:       # the right axis' value now: a dot, dashed from its last point
+            self.now = ColumnDataSource({"x": [], "y": [], "size": []})
+            fig.line("x", "y", source=self.now, color=now_point, line_width=2, line_dash="dashed",
+                     y_range_name="right")
+            fig.scatter("x", "y", source=self.now, size="size", color=now_point, y_range_name="right")
         self.markers = ColumnDataSource({"x": []})
         fig.vspan(x="x", source=self.markers, line_color=MARKER_COLOR, line_dash="dotted", line_width=1.5)
         fig.add_tools(HoverTool(renderers=renderers, tooltips=[("", "$name"), (xlabel, "@x{0,0.[00]}"),
@@ -302,23 +407,45 @@ class CurvesView:
             if key in self.sources:
                 x = np.asarray(x, np.float64)
                 y = np.asarray(y, np.float64)
-                self.sources[key].data = {"x": x, "y": y}
+                step = self.feeds[key].next(x, y)
+                if step is not None:
+                    op, new = step
+                    if op == "stream":
+                        self.sources[key].stream(new)
+                    else:
+                        self.sources[key].data = new
                 xs.append(x)
                 ys[self.axis_of[key]].append(y)
         m = np.asarray(markers, np.float64)
         if len(m) != len(self.markers.data["x"]) or not np.array_equal(m, self.markers.data["x"]):
             self.markers.data = {"x": m}
         if self.now is not None and now is not None:
-            self.now.data = {"x": [float(now[0])], "y": [float(now[1])]}
-            xs.append(np.array([float(now[0])]))
-            ys["right"].append(np.array([float(now[1])]))
+            right = [f.last for k, f in self.feeds.items() if self.axis_of[k] == "right" and f.last is not None]
+            x0, y0 = right[0] if right else (float(now[0]), float(now[1]))
+            point = {"x": [x0, float(now[0])], "y": [y0, float(now[1])], "size": [0, 7]}
+            if self.now.data != point:
+                self.now.data = point
+            xs.append(np.array(point["x"]))
+            ys["right"].append(np.array(point["y"]))
         xs.append(m)
         set_range(self.fig.x_range, x_range_from(xs))
-        set_range(self.fig.y_range, axis_range(ys["left"]))
+        set_range(self.fig.y_range, log_range(ys["left"]) if self.log_y else axis_range(ys["left"]))
         if "right" in self.fig.extra_y_ranges:
             set_range(self.fig.extra_y_ranges["right"], axis_range(ys["right"], zero=True))
         if title is not None and self.fig.title.text != title:
             self.fig.title.text = title
+
+
+def log_range(arrays, pad: float = 0.06) -> tuple[float, float]:
+    """(lo, hi) of a log axis covering the positive finite values of ``arrays``, padded by ``pad`` of the
+    span in decades; (0.1, 1) when there is nothing to show."""
+    vals = [np.asarray(a, np.float64).ravel() for a in arrays]
+    vals = [v[np.isfinite(v) & (v > 0)] for v in vals]
+    vals = [np.log10(v) for v in vals if v.size]
+    if not vals:
+        return (0.1, 1.0)
+    lo, hi = axis_range(vals, pad)
+    return (10.0 ** lo, 10.0 ** hi)
 
 
 def axis_range(arrays, pad: float = 0.06, zero: bool = False) -> tuple[float, float]:

@@ -1,0 +1,55 @@
+"""`khrbm serve`: the lab on 127.0.0.1 by default, refusing a websocket from a foreign origin."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import stop_process
+
+from khrbm.cli import build_parser
+from khrbm.cli.serve import origins
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_serve_defaults_to_this_machine_only():
+    args = build_parser().parse_args(["serve"])
+    assert args.address == "127.0.0.1" and not args.show
+    lan = build_parser().parse_args(["serve", "--address", "0.0.0.0", "--port", "8000",
+                                     "--allow-websocket-origin", "192.168.1.20:8000"])
+    assert origins(lan.port, lan.allow_websocket_origin) == ["localhost:8000", "127.0.0.1:8000", "192.168.1.20:8000"]
+
+
+@pytest.mark.timeout(120)
+def test_khrbm_serve_answers_and_refuses_a_forged_origin():
+    tornado_ws = pytest.importorskip("tornado.websocket")
+    from tornado.httpclient import HTTPClientError, HTTPRequest
+    from tornado.ioloop import IOLoop
+
+    proc = subprocess.Popen([sys.executable, "-m", "khrbm", "serve", "--port", "0"], cwd=REPO,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://localhost:(\d+)/app", line)
+        assert match, line
+        port = int(match.group(1))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/app", timeout=60) as r:
+            page = r.read().decode()
+        assert r.status == 200 and "khrbm" in page
+
+        def connect(origin):
+            req = HTTPRequest(f"ws://127.0.0.1:{port}/app/ws", headers={"Origin": origin})
+            return IOLoop.current().run_sync(lambda: tornado_ws.websocket_connect(req), timeout=20)
+
+        with pytest.raises(HTTPClientError) as refused:
+            connect("http://evil.example")
+        assert refused.value.code == 403
+        connect(f"http://127.0.0.1:{port}").close()          # this machine's own page is let in
+    finally:
+        stop_process(proc)
