@@ -94,7 +94,8 @@ def khrbm_browser():
 class Tab:
     """One browser tab on the app, with the console errors it logged."""
 
-    def __init__(self, browser, url):
+    def __init__(self, browser, url, ready=("idle", "paused")):
+        """Open ``url``; wait until the run is in a state of ``ready`` (None: do not wait)."""
         self.context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
         self.page = self.context.new_page()
         self.errors: list[str] = []
@@ -102,7 +103,8 @@ class Tab:
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         self.page.on("requestfailed", lambda r: self.errors.append(f"{time.strftime('%X')} request failed: {r.url[:200]}"))
         self.page.goto(url)
-        self.wait_attr("state", lambda v: v in ("idle", "paused"), timeout=120)
+        if ready:
+            self.wait_attr("state", lambda v: v in ready, timeout=120)
 
     # the status line exposes its numbers as data attributes
     def attr(self, name: str) -> str:

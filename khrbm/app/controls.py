@@ -291,6 +291,13 @@ class Controls:
             if compare is not None:
                 self.compare.value = compare
 
+    def set_disabled(self, disabled: bool):
+        """Every setting read-only (a tab that follows another's run, or waits for a trainer) or editable."""
+        for w in (*self.widgets.values(), self.compare):
+            for part in (w._slider, w._box) if isinstance(w, SliderBox) else (w,):
+                if part.disabled != disabled:
+                    part.disabled = disabled
+
     def mark_needs_reset(self, names):
         """A 'needs Reset' pill on the labels of ``names`` (and on no other)."""
         for name, label in self.labels.items():

@@ -16,6 +16,7 @@ from panel.custom import JSComponent
 from .. import data as kdata
 from ..config import ConfigError, RunConfig
 from . import views
+from .follow import checkpoint_bytes
 from .errors import UserError
 
 # Bokeh's default limit on one websocket message (`panel serve --websocket-max-message-size`); `khrbm serve`
@@ -95,9 +96,7 @@ def weights_npz(trainer) -> bytes:
         raise UserError("nothing to export yet")
     if trainer.snapshot.state in ("compiling", "closed"):
         raise UserError("the trainer is still preparing; export again in a moment")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = trainer.save_checkpoint(Path(tmp) / "weights.npz")
-        return Path(path).read_bytes()
+    return checkpoint_bytes(trainer)
 
 
 def metrics_csv(snap) -> str:

@@ -25,7 +25,7 @@ import panel as pn
 
 from .. import data as kdata
 from ..config import FIELD, MID_RUN_FIELDS, ConfigError, RunConfig, check_value
-from . import controls, files, layout, presets, session, urlstate, views
+from . import classroom, controls, files, layout, presets, session, urlstate, views
 from .dashboard import Dashboard
 from .errors import KNOWN, UserError, describe, short_message
 from .session import log
@@ -65,6 +65,7 @@ def guarded(fn):
     """Never let a callback exception reach Bokeh: show it in the status area and the notifications."""
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
+        self.seat.touch()
         try:
             return fn(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the server must keep running
@@ -84,8 +85,9 @@ class Lab(pn.viewable.Viewer):
         self.trainer = None
         self.awaiting_reset: dict = {}     # model settings (and Compare) changed after the start: Reset applies them
         self._started = False
-        self._last_version = -1
+        self._last_snap = None             # the snapshot drawn last
         self._last_mosaic = 0.0
+        self._mosaic_snap = None           # the snapshot whose mosaics are shown
         self._mosaic_version = -1
         self._closed = False
         self._jobs: list = []
@@ -97,6 +99,7 @@ class Lab(pn.viewable.Viewer):
         self._copied_until = 0.0
         self._page_shown = not session.served()   # served: set when the browser has rendered the page
         self.session_id = session.session_id()
+        self.seat = classroom.Seat(self)   # trains, waits for a place, follows a shared run, or was released
 
         css = _read_css()
         self.status = pn.pane.HTML(views.status_html(None), css_classes=["khrbm-status"],
@@ -108,7 +111,7 @@ class Lab(pn.viewable.Viewer):
         self.server_line = pn.pane.HTML("", css_classes=["khrbm-server"], margin=(4, 10), stylesheets=[css])
         self.controls = controls.Controls(RunConfig(), self._on_field)
         self._build_buttons()
-        self.files = files.FileBar(weights=lambda: files.weights_npz(self.trainer),
+        self.files = files.FileBar(weights=lambda: files.weights_npz(self.seat.trainer()),
                                    metrics=lambda: files.metrics_csv(self._snap_now()),
                                    config=lambda: files.config_json(self.shown_config()),
                                    on_upload=self._on_upload, report=self.error)
@@ -146,12 +149,19 @@ class Lab(pn.viewable.Viewer):
     # --- the run's settings: held by the trainer ----------------------------------------------------
     @property
     def cfg(self) -> RunConfig:
-        """Arm A's settings as the trainer holds them (queued live changes included)."""
-        return self.trainer.configs[0] if self.trainer is not None else RunConfig()
+        """Arm A's settings as the trainer holds them (queued live changes included); without a trainer of
+        its own, those of the snapshot the tab shows."""
+        if self.trainer is not None:
+            return self.trainer.configs[0]
+        snap = self._snap_now()
+        return snap.arms[0].config if snap is not None else RunConfig()
 
     @property
     def compare(self) -> bool:
-        return self.trainer is not None and self.trainer.compare
+        if self.trainer is not None:
+            return self.trainer.compare
+        snap = self._snap_now()
+        return snap is not None and snap.compare
 
     def _model_changes(self) -> dict:
         return {k: v for k, v in self.awaiting_reset.items() if k != "compare"}
@@ -172,6 +182,7 @@ class Lab(pn.viewable.Viewer):
         """
         if self._closed:
             return
+        self.seat.check_may_train()
         ok, msg = kdata.dataset_status(cfg.dataset)
         if not ok:
             raise UserError(msg)
@@ -180,12 +191,12 @@ class Lab(pn.viewable.Viewer):
         new = _trainer_module().Trainer(cfg, cfg.replace(kh_mode="off") if compare else None, dataset=dataset)
         old, self.trainer = self.trainer, new
         session.register(self.session_id, new)
+        self.seat.installed(new)
         if old is not None:
             session.close_in_background(old, None, "replaced")
         self.awaiting_reset.clear()
         self._started = False
         self._show_awaiting()
-        self._last_version = -1
         self.dashboard.structure = None
         self.tick()
 
@@ -197,14 +208,15 @@ class Lab(pn.viewable.Viewer):
         return self._started or snap.state == "running" or any(a.step > 0 for a in snap.arms)
 
     def _snap_now(self):
-        return self.trainer.snapshot if self.trainer is not None else None
+        return self.seat.snapshot()
 
     def close(self):
-        """Session destroyed: free the trainer (joined off the event loop)."""
+        """Session destroyed: free the trainer (joined off the event loop), the training place, the shared run."""
         if self._closed:
             return
         self._closed = True
         t, self.trainer = self.trainer, None
+        self.seat.close(t)
         if t is not None:
             session.close_in_background(t, self.session_id, "tab closed")
         else:
@@ -226,16 +238,24 @@ class Lab(pn.viewable.Viewer):
             log.info("MNIST not available: %s", mnist_msg)
         if query is None:
             query = session.query_args()
+        code, query = classroom.split_follow(query)
+        if code is not None:
+            notes.append(self.seat.follow(code))
         setup, problems = urlstate.parse(query, default, check=self._check_setup)
         if problems:
             log.info("session %s: link not used in full: %s", self.session_id, " | ".join(problems))
             notes.append("**This link asked for what cannot be used here**; the preset's values stand instead: "
                          + "; ".join(html.escape(short_message(p, 160)) for p in problems[:6]))
+        notes = [n for n in notes if n]
         if notes:
             self.banner.object = "\n\n".join(notes)
             self.banner.visible = True
+        if self.seat.mode == "follow":
+            self.tick(force=True)
+            return
         t0 = time.perf_counter()
-        self._open(setup)
+        self._show_setup(setup)                 # shown while the tab waits for a place
+        self.seat.open(functools.partial(self._open, setup))
         log.info("session %s opened (first frame in %.2f s); live trainers: %d", self.session_id,
                  time.perf_counter() - t0, session.live_trainers())
 
@@ -263,19 +283,24 @@ class Lab(pn.viewable.Viewer):
     def _open(self, setup: urlstate.Setup):
         """A fresh trainer for ``setup``, shown in the sidebar (not started)."""
         self._install(setup.config, setup.compare)
-        self.preset_id = setup.preset
-        with self.controls.quiet():
-            self.preset.value = setup.preset
-        self.controls.show(setup.config, setup.compare)
+        self._show_setup(setup)
         p = presets.PRESETS[setup.preset]
         changed = "" if setup == urlstate.preset_setup(setup.preset) else " (with the link's changes)"
         self._loaded_msg = f"Loaded “{p.name}”{changed}: {p.description}. Press ▶ Start."
         self.clear_error()
         self.tick(force=True)
 
+    def _show_setup(self, setup: urlstate.Setup):
+        self.preset_id = setup.preset
+        with self.controls.quiet():
+            self.preset.value = setup.preset
+        self.controls.show(setup.config, setup.compare)
+
     def link_query(self) -> str:
-        """The query of a link to what the sidebar shows (the preset and every setting changed from it)."""
-        return urlstate.encode(urlstate.Setup(self.preset_id, self.shown_config(), self.shown_compare()))
+        """The query of a link to what the sidebar shows (the preset and every setting changed from it); a
+        follower's: the follow link."""
+        setup = urlstate.Setup(self.preset_id, self.shown_config(), self.shown_compare())
+        return self.seat.link_query() or urlstate.encode(setup)
 
     def _on_copy_link(self, _event):
         """Say that the link was copied (the copying is done by the browser, COPY_LINK_JS)."""
@@ -285,7 +310,7 @@ class Lab(pn.viewable.Viewer):
     def _sync_link(self):
         """Keep the page's URL on the setup shown, so that the address bar (and Copy link) reproduces it."""
         loc = pn.state.location if session.served() else None
-        if loc is None:
+        if loc is None or self.seat.mode == "waiting":       # waiting: the link's setup is not open yet
             return
         search = "?" + self.link_query()
         if loc.search != search:
@@ -372,6 +397,8 @@ class Lab(pn.viewable.Viewer):
     # --- buttons ------------------------------------------------------------------------------------
     @guarded
     def _on_start(self, _event):
+        if self.seat.reclaim(self._on_start):
+            return
         if self.trainer is None:
             raise UserError("the trainer is not ready yet")
         snap = self.trainer.snapshot
@@ -393,6 +420,8 @@ class Lab(pn.viewable.Viewer):
 
     @guarded
     def _on_step(self, _event):
+        if self.seat.reclaim(self._on_step):
+            return
         if self.trainer is not None:
             self.trainer.step(1)
             self._started, self._loaded_msg = True, ""
@@ -436,18 +465,29 @@ class Lab(pn.viewable.Viewer):
             return snap
 
         def done(snap):
-            if trainer is not self.trainer:
-                return
-            self.controls.show(self.cfg, self.compare)
-            self.awaiting_reset.clear()
-            self._show_awaiting()
-            self.dashboard.structure = None
-            self._started = snap.arms[0].step > 0
-            self._loaded_msg = f"Loaded checkpoint {name} (step {snap.arms[0].step:,}). Press ▶ Start to continue."
-            self.clear_error()
-            self.tick(force=True)
+            if trainer is self.trainer:
+                self._loaded(snap, f"Loaded checkpoint {name} (step {snap.step:,}). Press ▶ Start to continue.")
 
         self._background(work, done, f"loading {name}…")
+
+    def adopt(self, trainer, message: str):
+        """Train on ``trainer``, restored from a checkpoint (a copy of a shared run, or this tab's run back)."""
+        self.trainer = trainer
+        session.register(self.session_id, trainer)
+        self.seat.installed(trainer)
+        self._loaded(trainer.snapshot, message, rebuild=False)   # the figures drawn fit it: the same run
+
+    def _loaded(self, snap, message: str, rebuild: bool = True):
+        """The sidebar and the figures for a trainer that took a checkpoint (``snap``: its snapshot then)."""
+        self.controls.show(self.cfg, self.compare)
+        self.awaiting_reset.clear()
+        self._show_awaiting()
+        if rebuild:
+            self.dashboard.structure = None
+        self._started = snap.arms[0].step > 0
+        self._loaded_msg = message
+        self.clear_error()
+        self.tick(force=True)
 
     def _background(self, work, done, what: str):
         """Run ``work()`` on a worker thread; ``done(result)`` (or the error) is handled by the next tick,
@@ -512,13 +552,11 @@ class Lab(pn.viewable.Viewer):
             self.clear_error()
         if self._jobs:
             self._finish_jobs()
-        t = self.trainer
-        if t is None:
+        force = self.seat.tick(self._page_shown) or force
+        snap = self._snap_now()
+        if snap is None or (snap is self._last_snap and not force):
             return
-        snap = t.snapshot
-        if snap.version == self._last_version and not force:
-            return
-        self._last_version = snap.version
+        self._last_snap = snap
         board = self.dashboard
         with pn.io.hold():
             if board.needs_rebuild(snap):
@@ -528,12 +566,13 @@ class Lab(pn.viewable.Viewer):
                 self._last_mosaic = 0.0
             now = time.monotonic()
             heavy = (force or now - self._last_mosaic >= MOSAIC_MIN_INTERVAL or snap.state != "running")
-            heavy = heavy and self._mosaic_version != snap.version
+            heavy = heavy and self._mosaic_snap is not snap
             board.update(snap, heavy)
             if heavy:
-                self._mosaic_version = snap.version
+                self._mosaic_snap, self._mosaic_version = snap, snap.version
                 self._last_mosaic = now
-            self.status.object = views.status_html(snap, self._busy, self._loaded_msg, self._mosaic_version)
+            busy = " — ".join(x for x in (self.seat.line(), self._busy) if x)
+            self.status.object = views.status_html(snap, busy, self._loaded_msg, self._mosaic_version)
             self._buttons(snap)
 
     def _buttons(self, snap):
@@ -541,14 +580,13 @@ class Lab(pn.viewable.Viewer):
             return
         running = snap.state == "running"
         busy = snap.state in ("compiling",)
-        self.start_btn.disabled = running or busy or snap.state in ("closed", "error")
-        self.pause_btn.disabled = not running
-        self.step_btn.disabled = running or busy
+        allowed = self.seat.allowed_buttons()
+        self.start_btn.disabled = "start" not in allowed or running or busy or snap.state in ("closed", "error")
+        self.pause_btn.disabled = "pause" not in allowed or not running
+        self.step_btn.disabled = "step" not in allowed or running or busy
 
     def _server_line(self):
-        n = session.live_trainers()
-        text = (f"<span class='khrbm-live' data-live='{n}'>server: {n} live trainer{'s' if n != 1 else ''}"
-                f"</span>")
+        text = classroom.server_line()
         if self.server_line.object != text:
             self.server_line.object = text
 

@@ -42,12 +42,12 @@ def sidebar(lab) -> list:
     more = _section("More model settings", *group("more"), collapsed=True, css="khrbm-more")
     diag = _section("Diagnostics · live", *group("diag"), collapsed=True, css="khrbm-diag")
     return [pn.Row(lab.preset, lab.copy_link, margin=0),
-            pn.Row(lab.start_btn, lab.pause_btn, lab.step_btn, lab.reset_btn, margin=0),
+            pn.Row(lab.start_btn, lab.pause_btn, lab.step_btn, lab.reset_btn, margin=0), lab.seat.sidebar_row(),
             lab.controls.compare_row, kh, rbm, model, more, diag, lab.server_line]
 
 
 def main(lab) -> pn.Column:
-    return pn.Column(lab.banner, lab.errorbox, lab.status, *lab.dashboard.rows(), lab.files.row(),
+    return pn.Column(lab.seat.main_row(), lab.banner, lab.errorbox, lab.status, *lab.dashboard.rows(), lab.files.row(),
                      sizing_mode="stretch_width", margin=0, css_classes=["khrbm-main"])
 
 

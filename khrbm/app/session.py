@@ -48,19 +48,34 @@ def unregister(session_id: str) -> None:
 
 def close_in_background(trainer, session_id: str | None, why: str):
     """Close ``trainer`` off the event loop (close() joins its thread, which may be compiling), then drop
-    it from the registry if it is still the one registered for ``session_id``."""
+    it from the registry if it is still the one registered for ``session_id``. The log line counts the
+    trainers and the khrbm threads left (a closed tab leaves none)."""
     def run():
         try:
             trainer.close(timeout=120)
         except Exception:  # noqa: BLE001
             log.error("closing a trainer failed:\n%s", traceback.format_exc())
-        if session_id is not None:
-            with _REGISTRY_LOCK:
-                if _registry().get(session_id) is trainer:
-                    del _registry()[session_id]
-                n = len(_registry())
-            log.info("session %s: trainer closed (%s); live trainers: %d", session_id, why, n)
+        with _REGISTRY_LOCK:
+            if session_id is not None and _registry().get(session_id) is trainer:
+                del _registry()[session_id]
+            n = len(_registry())
+        log.info("session %s: trainer closed (%s); live trainers: %d; khrbm threads: %d", session_id, why, n,
+                 khrbm_threads())
     threading.Thread(target=run, name="khrbm-app-close", daemon=True).start()
+
+
+def khrbm_threads() -> int:
+    """Threads of this process started by khrbm (trainers' loops, the app's workers, all named "khrbm-..."),
+    the caller's own excluded."""
+    me = threading.current_thread()
+    return sum(1 for t in threading.enumerate() if t is not me and t.name.startswith("khrbm-"))
+
+
+def connections(doc) -> int | None:
+    """Browser connections to the served session of ``doc`` (None in a notebook)."""
+    ctx = getattr(doc, "session_context", None)
+    server_session = getattr(ctx, "session", None)
+    return None if server_session is None else server_session.connection_count
 
 
 def served() -> bool:
