@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import stop_process
 
-from khrbm.cli import build_parser
+from khrbm.cli import build_parser, main
 from khrbm.cli.serve import origins
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,19 +25,28 @@ def test_serve_defaults_to_this_machine_only():
     assert origins(lan.port, lan.allow_websocket_origin) == ["localhost:8000", "127.0.0.1:8000", "192.168.1.20:8000"]
 
 
+def test_serve_refuses_a_cap_below_one(capsys):
+    assert main(["serve", "--max-trainers", "0"]) == 2
+    assert main(["serve", "--idle-release", "-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--max-trainers must be at least 1" in err[0] and "--idle-release" in err[1]
+
+
 @pytest.mark.timeout(120)
 def test_khrbm_serve_answers_and_refuses_a_forged_origin():
     tornado_ws = pytest.importorskip("tornado.websocket")
     from tornado.httpclient import HTTPClientError, HTTPRequest
     from tornado.ioloop import IOLoop
 
-    proc = subprocess.Popen([sys.executable, "-m", "khrbm", "serve", "--port", "0"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "khrbm", "serve", "--port", "0", "--max-trainers", "3",
+                             "--idle-release", "60"], cwd=REPO,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()
         match = re.search(r"http://localhost:(\d+)/app", line)
         assert match, line
+        assert "at most 3 training at once; idle trainers released after 60 s" in line
         port = int(match.group(1))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/app", timeout=60) as r:
             page = r.read().decode()

@@ -2,6 +2,9 @@
 
 By default it listens on 127.0.0.1 only. A classroom on a LAN is an explicit choice: ``--address 0.0.0.0``
 (or the machine's LAN address) and ``--allow-websocket-origin HOST:PORT`` for the name students type.
+``--max-trainers`` caps the tabs that train at once (the others queue, or follow a shared run) and
+``--idle-release`` frees the trainer of a tab left idle (`panel serve app` reads KHRBM_MAX_TRAINERS and
+KHRBM_IDLE_SECONDS instead).
 """
 from __future__ import annotations
 
@@ -19,6 +22,12 @@ def add_parser(sub) -> None:
     p.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                    help="a host the students' browsers use to reach the server (repeatable), e.g. 192.168.1.20:5006; "
                         "localhost and 127.0.0.1 on the port are always allowed")
+    p.add_argument("--max-trainers", type=int, default=None, metavar="N",
+                   help="at most N tabs train at once; the others queue or follow a shared run [default: "
+                        "$KHRBM_MAX_TRAINERS, else the number of cores]")
+    p.add_argument("--idle-release", type=float, default=None, metavar="SECONDS",
+                   help="a tab not training (or with no browser) for this long gives its trainer back, restored "
+                        "when the person returns; 0: never [default: $KHRBM_IDLE_SECONDS, else 900]")
     p.add_argument("--show", action="store_true", help="open the app in a browser")
     p.set_defaults(handler=run)
 
@@ -31,10 +40,16 @@ def origins(port: int, extra: list[str]) -> list[str]:
 def run(args) -> int:
     if not 0 <= args.port <= 65535:
         return fail(f"--port must be in [0, 65535], got {args.port}")
+    if args.max_trainers is not None and args.max_trainers < 1:
+        return fail(f"--max-trainers must be at least 1, got {args.max_trainers}")
+    if args.idle_release is not None and not args.idle_release >= 0:
+        return fail(f"--idle-release must be a number of seconds >= 0, got {args.idle_release}")
     import panel as pn
 
-    from ..app import files
+    from ..app import capacity, files
     from ..app.lab import build
+
+    capacity.configure(max_trainers=args.max_trainers, idle_seconds=args.idle_release)
 
     try:
         server = pn.serve({"app": build}, port=args.port, address=args.address, show=False, start=False,
@@ -44,7 +59,9 @@ def run(args) -> int:
     except OSError as exc:
         return fail(f"cannot listen on {args.address}:{args.port}: {exc.strerror or exc}")
     url = f"http://{'localhost' if args.address in ('127.0.0.1', 'localhost') else args.address}:{server.port}/app"
-    print(f"khrbm lab at {url}  (Ctrl-C stops it)", flush=True)
+    idle = capacity.idle_seconds()
+    print(f"khrbm lab at {url}  (at most {capacity.SLOTS.max_trainers} training at once; idle trainers released "
+          f"after {f'{idle:g} s' if idle else 'never'}; Ctrl-C stops it)", flush=True)
     if args.show:
         server.io_loop.add_callback(server.show, "/app")
     try:
