@@ -1,9 +1,9 @@
 """The classroom server's parts without a browser: the training places and their queue (capacity.Slots), share
-codes, and forking a run through its checkpoint (follow.checkpoint_bytes / follow.restore) with real Trainers.
-What a person sees of them is in tests/test_classroom_browser.py."""
+codes, forking a run through its checkpoint (follow.checkpoint_bytes / follow.restore) with real Trainers, and
+the images computed once for every tab (feed.Memo). What a person sees of them is in tests/test_classroom_browser.py."""
 import numpy as np
 
-from khrbm.app import capacity, follow
+from khrbm.app import capacity, feed, follow
 from khrbm.config import RunConfig
 from khrbm.data import load_dataset
 
@@ -107,3 +107,15 @@ def test_a_release_that_kept_nothing_brings_back_a_fresh_run():
         assert fresh.sync(DEADLINE).step == 0 and fresh.configs == (cfg,)
     finally:
         fresh.close()
+
+
+def test_tabs_drawing_the_same_snapshot_compute_it_once():
+    memo, computed = feed.Memo(size=2), []
+
+    def compute(key):
+        return lambda: computed.append(key) or f"image of {key}"
+    assert [memo.get(k, compute(k)) for k in "abab"] == ["image of a", "image of b"] * 2
+    assert computed == ["a", "b"]
+    memo.get("c", compute("c"))                    # the least recently used one ("a") goes
+    assert memo.get("b", compute("b")) == "image of b" and memo.get("a", compute("a")) == "image of a"
+    assert computed == ["a", "b", "c", "a"]

@@ -140,6 +140,7 @@ def test_a_tab_over_the_cap_waits_and_an_idle_tab_gives_its_trainer_back(khrbm_b
             second = Tab(khrbm_browser, f"{url}?{BARS}", ready=None)
             wait_seat(second, "[data-mode='waiting']")
             assert "Queued, position 1 of 1" in second.page.locator(".khrbm-seat").first.inner_text()
+            second.wait_attr("state", lambda v: v == "queued")                 # its status line says so too
             assert disabled(second, ".khrbm-start button") and disabled(second, ".khrbm-w-delta input")
             assert server(second, "live") == 1 and server(second, "queued") == 1
             second.shot("11_queued.png")

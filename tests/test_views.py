@@ -133,6 +133,7 @@ def test_status_html_carries_the_numbers_and_escapes_messages():
         assert attr in out, attr
     assert "&lt;b&gt;odd&lt;/b&gt;" in out and "<b>odd" not in out and "loading x.npz" in out
     assert "data-state='starting'" in views.status_html(None)
+    assert "data-state='queued'" in views.status_html(None, "queued")          # over the server's cap
 
 
 def test_every_config_field_has_exactly_one_control():

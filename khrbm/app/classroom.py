@@ -29,6 +29,8 @@ from . import capacity, follow, presets, session
 from .errors import UserError, describe
 from .session import log
 
+FOLLOW_REDRAW = 1.0       # seconds between a follower's redraws while the run's state stays the same
+FOLLOW_MOSAIC = 2.5       # seconds between a follower's mosaic redraws
 SEAT_CSS = """
 .khrbm-seat { font-size: 13.5px; line-height: 1.45; padding: 5px 10px; border-radius: 6px; background: #fff8e1;
   border: 1px solid #e7c46a; color: #3d2f00; }
@@ -92,6 +94,7 @@ class Seat:
         self._restored = None          # a restored trainer not yet adopted by the Lab
         self._shown_cfg = None         # follow: the config the sidebar shows
         self._ended_seen = False       # follow: the tab has shown that the shared run ended
+        self._drawn_at = 0.0           # follow: when the figures were last redrawn
         self._doc = pn.state.curdoc
         self.share_btn = pn.widgets.Button(name="⇪ Share my run", css_classes=["khrbm-share"], width=120,
                                            margin=(4, 2, 4, 10), visible=self.managed, button_type="light",
@@ -157,6 +160,22 @@ class Seat:
     def link_query(self) -> str:
         """A follower's page address keeps its follow link ('' otherwise: the setup's link)."""
         return f"{follow.FOLLOW_ARG}={self.followed.code}" if self.mode == "follow" else ""
+
+    def later(self, snap, last) -> bool:
+        """A follower redraws at most every FOLLOW_REDRAW seconds (every tab of a class costs the server its
+        sending), but at once when the run's state or its settings changed (a click of the teacher's)."""
+        now = time.monotonic()
+        if self.mode != "follow" or last is None or (snap.state, snap.changes) != (last.state, last.changes):
+            self._drawn_at = now
+            return False
+        if now - self._drawn_at < FOLLOW_REDRAW:
+            return True
+        self._drawn_at = now
+        return False
+
+    def mosaic_interval(self, own: float) -> float:
+        """Seconds between two redraws of the mosaics (the heaviest data sent): ``own`` for a trainer's tab."""
+        return FOLLOW_MOSAIC if self.mode == "follow" else own
 
     def touch(self):
         """A person acted in this tab (it is not idle)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 import panel as pn
 
 from ..tiles import MAX_TILES, competition_images, probe_mosaic
-from . import views
+from ..train.snapshot import checksum
+from . import feed, views
 
 COLORS = views.ARM_COLORS
 MOSAIC_FRAME = dict(frame=262)
@@ -169,9 +170,10 @@ class Dashboard:
             if view is not None:
                 bu = arm.counts_mode == "bu"
                 view.update(arm.W, arm.n_pixels, arm.win_counts if bu else None,
-                            arm.inhibit_counts if bu else None, title=mosaic_title(arm), key=arm.checksum)
+                            arm.inhibit_counts if bu else None, title=mosaic_title(arm), key=arm.checksum or None)
         rows = [a.probe_input] + [r.probe_recon for r in arms]
-        self.v["probe"].update(probe_mosaic(rows, a.image_shape, max_cols=PROBE_COLS))
+        key = ("probe", checksum(*rows), tuple(r.shape for r in rows), tuple(a.image_shape))   # alike in any tab
+        self.v["probe"].update(feed.SHARED.get(key, lambda: probe_mosaic(rows, a.image_shape, max_cols=PROBE_COLS)))
 
     def _update_curves(self, snap):
         v, a = self.v, snap.arms[0]

@@ -7,6 +7,9 @@ images on every redraw cost ~100–190 kB per tick per tab; increments and 8-bit
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
 MAX_POINTS = 1000          # a curve shows at most ~2 x this many points (the newest half of them all)
@@ -82,3 +85,32 @@ class Changes:
         if not same:
             self._sent[key] = value.copy() if isinstance(value, np.ndarray) else value
         return not same
+
+
+class Memo:
+    """What every tab drawing the same snapshot sends alike (a mosaic's 8-bit codes, the probe images),
+    computed once: the latest ``size`` results by key (a key names every input of the result, e.g. the
+    weights' checksum and the mosaic's shape). Followers of a shared run then cost the server the sending,
+    not the computing."""
+
+    def __init__(self, size: int = 64):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        """The value for ``key``, from ``compute()`` the first time (outside the lock: two tabs may both compute
+        a new key, which is harmless)."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+SHARED = Memo()

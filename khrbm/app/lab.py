@@ -554,7 +554,11 @@ class Lab(pn.viewable.Viewer):
             self._finish_jobs()
         force = self.seat.tick(self._page_shown) or force
         snap = self._snap_now()
-        if snap is None or (snap is self._last_snap and not force):
+        if snap is None and self.seat.mode == "waiting":            # over the server's cap: say so
+            queued = views.status_html(None, "queued")
+            if self.status.object != queued:
+                self.status.object = queued
+        if snap is None or (not force and (snap is self._last_snap or self.seat.later(snap, self._last_snap))):
             return
         self._last_snap = snap
         board = self.dashboard
@@ -565,7 +569,8 @@ class Lab(pn.viewable.Viewer):
                 log.info("session %s: views rebuilt in %.2f s", self.session_id, time.perf_counter() - t0)
                 self._last_mosaic = 0.0
             now = time.monotonic()
-            heavy = (force or now - self._last_mosaic >= MOSAIC_MIN_INTERVAL or snap.state != "running")
+            heavy = (force or now - self._last_mosaic >= self.seat.mosaic_interval(MOSAIC_MIN_INTERVAL)
+                     or snap.state != "running")
             heavy = heavy and self._mosaic_snap is not snap
             board.update(snap, heavy)
             if heavy:
@@ -597,7 +602,7 @@ class Lab(pn.viewable.Viewer):
         """Start redrawing and open the first setup (the page's link, else ``preset``, else the story); served,
         close with the session. ``at_once``: open it now, so that the code that follows (a notebook's
         next cells) finds the trainer; else when the page is shown (its first frame comes sooner)."""
-        self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+        self._callback = session.periodic(self.tick, TICK_MS)
         if at_once:
             self.onload(preset=preset)
         else:

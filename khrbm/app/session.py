@@ -24,6 +24,7 @@ if not log.handlers:
     log.propagate = False
 
 _REGISTRY_LOCK = threading.Lock()
+CLOSER = "khrbm-app-close"        # the name of the threads of close_in_background
 
 
 def _registry() -> dict:
@@ -55,20 +56,18 @@ def close_in_background(trainer, session_id: str | None, why: str):
             trainer.close(timeout=120)
         except Exception:  # noqa: BLE001
             log.error("closing a trainer failed:\n%s", traceback.format_exc())
-        with _REGISTRY_LOCK:
+        with _REGISTRY_LOCK:      # counted and logged in turn: the last line has the last count
             if session_id is not None and _registry().get(session_id) is trainer:
                 del _registry()[session_id]
-            n = len(_registry())
-        log.info("session %s: trainer closed (%s); live trainers: %d; khrbm threads: %d", session_id, why, n,
-                 khrbm_threads())
-    threading.Thread(target=run, name="khrbm-app-close", daemon=True).start()
+            log.info("session %s: trainer closed (%s); live trainers: %d; khrbm threads: %d", session_id, why,
+                     len(_registry()), khrbm_threads())
+    threading.Thread(target=run, name=CLOSER, daemon=True).start()
 
 
 def khrbm_threads() -> int:
-    """Threads of this process started by khrbm (trainers' loops, the app's workers, all named "khrbm-..."),
-    the caller's own excluded."""
-    me = threading.current_thread()
-    return sum(1 for t in threading.enumerate() if t is not me and t.name.startswith("khrbm-"))
+    """Threads of this process started by khrbm and still at work: trainers' loops and the app's workers (all
+    named "khrbm-..."), not the threads that only log a closed trainer on their way out."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith("khrbm-") and t.name != CLOSER)
 
 
 def connections(doc) -> int | None:
@@ -76,6 +75,17 @@ def connections(doc) -> int | None:
     ctx = getattr(doc, "session_context", None)
     server_session = getattr(ctx, "session", None)
     return None if server_session is None else server_session.connection_count
+
+
+def periodic(callback, period_ms: int):
+    """Call ``callback`` every ``period_ms`` on the session's event loop, as ``pn.state.add_periodic_callback``
+    but in the background: Panel's busy indicator is left alone. (Each foreground call sets the process-wide
+    ``pn.state.busy`` twice, which redraws the busy indicator of every open tab: measured with py-spy at a
+    quarter of the server's event loop with one trainer and four followers; benchmarks/bench_sessions.py.)"""
+    from panel.io.callbacks import PeriodicCallback
+    cb = PeriodicCallback(callback=callback, period=period_ms, background=True, log=False)
+    cb.start()
+    return cb
 
 
 def served() -> bool:

@@ -96,10 +96,11 @@ def status_html(snapshot, busy: str = "", loaded_msg: str = "", mosaic_version: 
     """The status line (``status_text`` plus what is going on, the arms' legend and the change count) and a
     hint below it (``loaded_msg``, what was loaded, until the run goes on; else the dataset's notice), and for
     the bars the share of units that own one bar (``bars_line``). Its numbers are also data attributes, which
-    the browser tests read. ``snapshot`` None: the lab is starting."""
+    the browser tests read. ``snapshot`` None: the lab is starting, or ``busy`` says why not (e.g. "queued")."""
     if snapshot is None:
-        return ("<div class='khrbm-statusline' data-state='starting' data-step='0' data-changes='0'>"
-                "<span class='khrbm-state state-compiling'>starting…</span></div>")
+        why = busy or "starting"
+        return (f"<div class='khrbm-statusline' data-state='{why}' data-step='0' data-changes='0'>"
+                f"<span class='khrbm-state state-compiling'>{why}…</span></div>")
     a = snapshot.arms[0]
     n_changes = count_changes(snapshot.changes)
     state, line = snapshot.state, status_text(snapshot)
@@ -259,10 +260,16 @@ class MosaicView:
             self.fig.title.text = title
         if key is not None and not self.sent.new("W", key):
             return
-        rf = receptive_fields(W, n_pixels, self.image_shape, max_units=self.n_tiles, gap=self.gap)
-        self.image.data = {"image": [np.flipud(feed.codes(rf["mosaic"], -1.0, 1.0))]}   # Bokeh: row 0 at the bottom
+
+        def compute():
+            rf = receptive_fields(W, n_pixels, self.image_shape, max_units=self.n_tiles, gap=self.gap)
+            image = np.flipud(feed.codes(rf["mosaic"], -1.0, 1.0))                 # Bokeh: row 0 at the bottom
+            return image, np.round(rf["peak"][:self.n_tiles], 3)
+        inputs = ("mosaic", key, n_pixels, tuple(self.image_shape), self.n_tiles, self.gap)
+        image, peak = compute() if key is None else feed.SHARED.get(inputs, compute)
+        self.image.data = {"image": [image]}
         m = self.n_tiles
-        patch = {"maxw": np.round(rf["peak"][:m], 3)}
+        patch = {"maxw": peak}
         if wins is not None and len(wins) >= m:
             patch["wins"] = [str(int(v)) for v in np.asarray(wins)[:m]]
             patch["inhibited"] = [str(int(v)) for v in np.asarray(inhibited)[:m]]
