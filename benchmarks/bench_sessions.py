@@ -247,6 +247,8 @@ def percentile(values, q: float) -> float:
         return float("nan")
     k = (len(values) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    if k == lo or values[hi] == values[lo]:                 # (a click not seen in 30 s counts as inf)
+        return values[lo]
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
@@ -290,6 +292,8 @@ def run_case(browser, trainers: int, followers: int, args, log_dir: Path, profil
         opened = time.time() - t_open
         for tab in teachers:
             tab.page.evaluate("() => window.__khrbm_click('.khrbm-start')")
+        for tab in teachers:
+            tab.wait(".khrbm-statusline[data-state='running']", 120)
         pager = teachers[0].page
         pager.wait_for_timeout(args.warmup * 1000)      # Playwright hands over frame events only in its calls
 
