@@ -225,19 +225,23 @@ class Run:
         """Metrics at the current step on the first ``n_val`` validation images (None: all of them, within
         ``val_size``) and the first ``n_train`` training images (None: the fixed sample of ``eval_size``);
         appended to ``history``. The MSE and the cross-entropy of a split share one key, so one hidden
-        sample per image serves both (Eqs. 11, 12)."""
-        m = self.metrics
+        sample per image serves both (Eqs. 11, 12); the Numba backend scores a split in one pass
+        (:func:`eval_kernels.split_metrics`: the MSE, the cross-entropy and the cRBM's accuracy)."""
         point = {"step": self.step, "epoch": self.epoch, "eps": self.settings().eps}
         n_train = self.config.eval_size if n_train is None else n_train
         for split, n in (("val", n_val), ("train", n_train)):
             x, y = self.split(split, n)
-            V = self.visible(x, y)
-            key = rng.stream(self.config.seed, EVAL, self.step, split == "train")
-            point[f"{split}_mse"], point[f"{split}_ce"] = m.reconstruction_metrics(
-                V, self.params, rng.stream(key, 1), self.n_pixels)
+            key = rng.stream(rng.stream(self.config.seed, EVAL, self.step, split == "train"), 1)
+            accuracy = split == "val" and self.n_labels > 0
+            if self.metrics is eval_kernels:
+                mse, ce, acc = eval_kernels.split_metrics(x, y, self.params, key, self.n_labels, accuracy)
+            else:
+                mse, ce = metrics.reconstruction_metrics(self.visible(x, y), self.params, key, self.n_pixels)
+                acc = metrics.crbm_accuracy(x, y, self.params, self.n_labels) if accuracy else math.nan
+            point[f"{split}_mse"], point[f"{split}_ce"] = mse, ce
             if split == "val":
-                point["accuracy"] = m.crbm_accuracy(x, y, self.params, self.n_labels) if self.n_labels else math.nan
-        point["overlap"] = m.receptive_field_overlap(self.params.W, self.n_pixels)
+                point["accuracy"] = acc
+        point["overlap"] = self.metrics.receptive_field_overlap(self.params.W, self.n_pixels)
         self.history.append({k: point[k] for k in HISTORY_KEYS})
         return self.history[-1]
 
