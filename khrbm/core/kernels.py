@@ -455,29 +455,21 @@ def _visible(hidx, hval, hnnz, hbin, nrows, WT, tot, use_tot, a, act, key_v, key
 
 
 @njit(**_JIT)
-def _top_insert(v, k, r, cnt, ell1, topv, ranked):
-    """Offer entry (v, k) to the sorted list topv[r, :cnt] / ranked[r, :cnt] of at most ell1 entries
-    (descending; an entry equal to one in the list goes after it, so with k ascending ties → lower
-    index); returns the new length."""
-    if cnt < ell1 or v > topv[r, ell1 - 1]:
-        pos = cnt if cnt < ell1 else ell1 - 1
-        while pos > 0 and topv[r, pos - 1] < v:
-            topv[r, pos] = topv[r, pos - 1]
-            ranked[r, pos] = ranked[r, pos - 1]
-            pos -= 1
-        topv[r, pos] = v
-        ranked[r, pos] = k
-        if cnt < ell1:
-            cnt += 1
-    return cnt
-
-
-@njit(**_JIT)
 def _top(I, r, K, ell1, topv, ranked):
     """The ell1 largest entries of I[r, :K] into ranked[r] (descending; ties → lower index)."""
     cnt = 0
     for k in range(K):
-        cnt = _top_insert(I[r, k], k, r, cnt, ell1, topv, ranked)
+        v = I[r, k]
+        if cnt < ell1 or v > topv[r, ell1 - 1]:
+            pos = cnt if cnt < ell1 else ell1 - 1
+            while pos > 0 and topv[r, pos - 1] < v:
+                topv[r, pos] = topv[r, pos - 1]
+                ranked[r, pos] = ranked[r, pos - 1]
+                pos -= 1
+            topv[r, pos] = v
+            ranked[r, pos] = k
+            if cnt < ell1:
+                cnt += 1
 
 
 @njit(**_PJIT)
@@ -488,123 +480,6 @@ def _currents_ranked(idx, val, nnz, binary, nrows, S, tot, use_tot, I, ell1, top
     for r in prange(nrows):
         _gather(I, r, idx, val, nnz, binary, S, tot, use_tot)
         _top(I, r, K, ell1, topv, ranked)
-
-
-# The TD currents I = h Wᵀ of a float32 step are ranked from a bfloat16 copy of WT (half the bytes of
-# the gather), with a bound on its error; only the few pixels whose bound reaches the (ℓ+1)-th best are
-# then summed exactly (from W's rows, in the float32 gather's order), so the ranking and the currents
-# used are those of the float32 gather.
-_BF16_BOUND = np.float32(1.25 * 2.0**-8)     # |bf16(w) - w| ≤ 2^-8 |w| (round to nearest), 25 % margin
-_F32_SUM_BOUND = np.float32(1.25 * 2.0**-24)  # per term of a float32 sum (recursive summation), 25 % margin
-
-
-@njit(**_PJIT)
-def _bf16_copy(ST, ST_bits, ST16, tot, err):
-    """ST16 = ST rounded to bfloat16 (nearest even: the upper half of the float32 bits ST_bits, ST's
-    uint32 view); tot[k] = Σ_j ST[j, k] (as :func:`_column_sums`) and err[k], a bound on the difference
-    between any sum over a subset of column k (float32, in any order, directly or as tot minus the rest)
-    and the same sum of the bfloat16 values: (2^-8 + 4 n 2^-24) Σ_j |ST[j, k]| with margins."""
-    n, K = ST.shape
-    nch = 4
-    per = (K + nch - 1) // nch
-    for ch in prange(nch):
-        k0 = ch * per
-        k1 = min(K, k0 + per)
-        t = tot[k0:k1]
-        e = err[k0:k1]
-        t[:] = 0
-        e[:] = 0
-        for j in range(n):
-            sj = ST[j, k0:k1]
-            bj = ST_bits[j, k0:k1]
-            qj = ST16[j, k0:k1]
-            for k in range(k1 - k0):
-                u = bj[k]
-                qj[k] = np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
-                t[k] += sj[k]
-                e[k] += abs(sj[k])
-        c = _BF16_BOUND + np.float32(4 * n) * _F32_SUM_BOUND
-        for k in range(k1 - k0):
-            e[k] *= c
-
-
-@njit(inline="always")
-def _bf16(q):
-    return _f32_from_bits(np.int32(q) << np.int32(16))
-
-
-@njit(**_JIT)
-def _gather_bf16(o, ix, nn, S16, tot):
-    """o ≈ Σ_n S16[ix[n]] over a binary index list, from bfloat16 rows (4 per pass); a list with more ones
-    than zeros (the zeros follow in ix[nn:]) as tot - Σ over the zeros."""
-    K = S16.shape[1]
-    n_all = S16.shape[0]
-    for k in range(K):
-        o[k] = 0
-    comp = 2 * nn > n_all
-    n = nn if comp else 0
-    end = n_all if comp else nn
-    while n + 4 <= end:
-        s0 = S16[ix[n]]
-        s1 = S16[ix[n + 1]]
-        s2 = S16[ix[n + 2]]
-        s3 = S16[ix[n + 3]]
-        for k in range(K):
-            o[k] += (_bf16(s0[k]) + _bf16(s1[k])) + (_bf16(s2[k]) + _bf16(s3[k]))
-        n += 4
-    while n < end:
-        s0 = S16[ix[n]]
-        for k in range(K):
-            o[k] += _bf16(s0[k])
-        n += 1
-    if comp:
-        for k in range(K):
-            o[k] = tot[k] - o[k]
-
-
-@njit(**_JIT)
-def _gather_one(k, ix, nn, S, tot):
-    """Entry k of :func:`_gather_row` of a binary index list with ``use_tot`` (bit for bit: the same
-    additions in the same order), reading S[ix[n], k] from the rows of Sᵀ (row k of ``S``)."""
-    sk = S[k]
-    n_all = S.shape[1]
-    comp = 2 * nn > n_all
-    n = nn if comp else 0
-    end = n_all if comp else nn
-    o = _as(0, sk[0])
-    while n + 4 <= end:
-        o += (sk[ix[n]] + sk[ix[n + 1]]) + (sk[ix[n + 2]] + sk[ix[n + 3]])
-        n += 4
-    while n < end:
-        o += sk[ix[n]]
-        n += 1
-    return tot[k] - o if comp else o
-
-
-@njit(**_PJIT)
-def _kh_sample_currents(xidx, xval, xnnz, xbin, nrows, W, totW, x_dense, b, pre, P, key, hidx, hnnz, hmask,
-                        WT16, tot, err, I, ell1, topv, ranked):
-    """TD KH for float32 parameters, one pass per row: pre = X W and the presynaptic sample h = u < σ(pre + b)
-    (as :func:`_hidden`, stream ``key``); then the currents h Wᵀ from the bfloat16 copy WT16, and their
-    lower bounds I - err; every pixel whose upper bound I + err reaches the (ℓ+1)-th largest lower bound
-    gets its exact current (:func:`_gather_one` from W, tot = W's row sums) in I[r] and competes for
-    the top ℓ+1 (as :func:`_top`); the others cannot be among them."""
-    N = W.shape[0]
-    none = P[:0]
-    for r in prange(nrows):
-        _gather(pre, r, xidx, xval, xnnz, xbin, W, totW, x_dense)
-        _probs_and_sample(r, pre, b, P, key, True, hidx, hnnz, hmask, none, none)
-        o = I[r]
-        _gather_bf16(o, hidx[r], hnnz[r], WT16, tot)
-        cnt = 0
-        for i in range(N):
-            cnt = _top_insert(o[i] - err[i], i, r, cnt, ell1, topv, ranked)
-        floor = topv[r, ell1 - 1]
-        cnt = 0
-        for i in range(N):
-            if o[i] + err[i] >= floor:
-                o[i] = _gather_one(i, hidx[r], hnnz[r], W, tot)
-                cnt = _top_insert(o[i], i, r, cnt, ell1, topv, ranked)
 
 
 @njit(**dict(_JIT, fastmath={"reassoc"}))
@@ -917,8 +792,6 @@ class NumbaStepper:
         self.totW = e(M, dt)                  # column sums of W (complement gathers), per step
         self.totWT = e(N, dt)                 # column sums of WT = row sums of W
         self.totS = e(K, dt)                  # column sums of the KH current matrix
-        self.WT16 = e((M, N), np.uint16)       # TD currents (float32): WT in bfloat16, and its error bound
-        self.err = e(N, dt)
         # index lists: the data (x), the PCD chain start (c), hidden and visible samples (h, v)
         self.xidx, self.xval, self.xnnz, self.xbin = e((B, N), i32), e((B, N), dt), e(B, i32), e(B, np.bool_)
         self.cidx, self.cval, self.cnnz, self.cbin = e((B, N), i32), e((B, N), dt), e(B, i32), e(B, np.bool_)
@@ -1094,27 +967,18 @@ class NumbaStepper:
             _signed_power(ST, p - 1.0, G)                 # the currents gather rows of sign(Sᵀ)|Sᵀ|^(p-1)
         else:
             G = ST
-        kh_key = _key(rng.stream(key, rng.KH_HIDDEN))
-        if td and self.dtype == np.float32 and p == 2.0:
-            # x = h ~ Bern(σ(XW+b)) (stream KH_HIDDEN), its bfloat16 currents h Wᵀ and exact ones where the
-            # ranking needs them, in one pass per sample
-            _bf16_copy(ST, ST.view(np.uint32), self.WT16, self.totS, self.err)
-            _kh_sample_currents(self.xidx, self.xval, self.xnnz, self.xbin, nr, W, self._totW(W, x_dense), x_dense,
-                                b, self.pre, self.Pc, kh_key, self.hidx, self.hnnz, self.hmask, self.WT16,
-                                self.totS, self.err, self.I, L, self.topv, self.ranked)
-            xidx, xval, xnnz = self.hidx, self.hval, self.hnnz
+        if td:
+            # x = h ~ Bern(σ(XW+b)) (stream KH_HIDDEN); currents I[s] = h[s] Sᵀ: gathers of rows of G
+            _hidden(self.xidx, self.xval, self.xnnz, self.xbin, nr, W, self._totW(W, x_dense), x_dense, b,
+                    self.pre, self.Pc, _key(rng.stream(key, rng.KH_HIDDEN)), True, self.hidx, self.hnnz,
+                    self.hmask, self.none, self.none)
+            xidx, xval, xnnz, xbin = self.hidx, self.hval, self.hnnz, self.ones
         else:
-            if td:
-                # x = h ~ Bern(σ(XW+b)) (stream KH_HIDDEN); currents I[s] = h[s] Sᵀ: gathers of rows of G
-                _hidden(self.xidx, self.xval, self.xnnz, self.xbin, nr, W, self._totW(W, x_dense), x_dense, b,
-                        self.pre, self.Pc, kh_key, True, self.hidx, self.hnnz, self.hmask, self.none, self.none)
-                xidx, xval, xnnz, xbin = self.hidx, self.hval, self.hnnz, self.ones
-            else:
-                xidx, xval, xnnz, xbin = self.xidx, self.xval, self.xnnz, self.xbin
-            g_dense = self._dense(xnnz, nr, G.shape[0])
-            if g_dense:
-                _column_sums(G, self.totS)
-            _currents_ranked(xidx, xval, xnnz, xbin, nr, G, self.totS, g_dense, self.I, L, self.topv, self.ranked)
+            xidx, xval, xnnz, xbin = self.xidx, self.xval, self.xnnz, self.xbin
+        g_dense = self._dense(xnnz, nr, G.shape[0])
+        if g_dense:
+            _column_sums(G, self.totS)
+        _currents_ranked(xidx, xval, xnnz, xbin, nr, G, self.totS, g_dense, self.I, L, self.topv, self.ranked)
         nslot = _kh_slots(self.ranked, nr, L, bool(st.ell_band), float(st.delta), self.slot_of, self.units,
                           self.ent_start, self.ent_s, self.ent_g, self.ent_tmp)
         _kh_ds(nslot, self.units, self.ent_start, self.ent_s, self.ent_g, xidx, xval, xnnz, self.I, S,
