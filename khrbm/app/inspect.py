@@ -73,26 +73,26 @@ def log_codes(counts: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 class MatrixView:
-    """The K × K competition matrix in clustered order, summed into at most MATRIX_BINS bins a side, sent as
-    8-bit log codes only when the matrix changed; the inspected unit's row and column are outlined."""
+    """The competition matrix over the units that competed (a row or a column with a count), in clustered order,
+    summed into at most MATRIX_BINS bins a side, sent as 8-bit log codes only when the matrix changed; the
+    inspected unit's row and column are outlined. ``title`` gets " · n of K <what>" appended."""
 
-    def __init__(self, K: int, title: str, frame: int = 262):
+    def __init__(self, K: int, title: str, what: str, frame: int = 262):
         from bokeh.models import ColumnDataSource, LogColorMapper
-        self.K = K
-        self.ordered_total = 0                              # the matrix's total count when the order was computed
-        self.size = max(1, -(-K // MATRIX_BINS))          # units per bin
-        self.n = n = -(-K // self.size)
+        self.K, self.title, self.what = K, title, what
+        self.ordered = (-1, 0)                   # (units that competed, total count) when the order was computed
         self.order = np.arange(K)
         self.position = np.arange(K)
-        self.fig = fig = views._figure(title, x_range=(0, n), y_range=(0, n), frame_width=frame, frame_height=frame)
+        self.active, self.size, self.n = 0, 1, 1   # units shown, units per bin, bins a side
+        self.fig = fig = views._figure(title, x_range=(0, 1), y_range=(0, 1), frame_width=frame, frame_height=frame)
         views._hide_axes(fig)
         fig.xaxis.visible = fig.yaxis.visible = True
         fig.xaxis.ticker = fig.yaxis.ticker = []
         fig.xaxis.axis_label = "inhibited → (clustered order)"
         fig.yaxis.axis_label = "winner ↓"
-        self.image = ColumnDataSource({"image": [np.full((n, n), feed.NAN_CODE, np.uint8)]})
+        self.image = ColumnDataSource({"image": [np.full((1, 1), feed.NAN_CODE, np.uint8)], "n": [1]})
         mapper, _ = views._code_mappers(views._palettes()["counts"], 1.0, 10.0, "#ffffff")
-        fig.image(image="image", x=0, y=0, dw=n, dh=n, source=self.image, color_mapper=mapper)
+        fig.image(image="image", x=0, y=0, dw="n", dh="n", source=self.image, color_mapper=mapper)
         self.bar = LogColorMapper(palette=views._palettes()["counts"], low=1, high=10)
         views._colorbar(fig, self.bar, "count (log)")
         self.marks = ColumnDataSource({"left": [], "right": [], "bottom": [], "top": []})
@@ -101,22 +101,32 @@ class MatrixView:
         self.sent = feed.Changes()
 
     def update(self, matrix: np.ndarray, key):
-        """Show ``matrix`` unless ``key`` (e.g. its record's version) is the one shown; its units keep their order
-        until its total count has grown by REORDER_GROWTH (so the picture does not jump at every update)."""
+        """Show ``matrix`` unless ``key`` (e.g. its record's version) is the one shown. The order is kept until
+        more units compete or the total count has grown by REORDER_GROWTH (so the picture does not jump)."""
         if not self.sent.new("matrix", key):
             return
-        total = int(np.asarray(matrix).sum(dtype=np.int64))
-        if total > REORDER_GROWTH * self.ordered_total or total < self.ordered_total:
-            self.order = cluster_order(matrix)
+        C = np.asarray(matrix)
+        active = int(((C.sum(axis=0) + C.sum(axis=1)) > 0).sum())
+        total = int(C.sum(dtype=np.int64))
+        if active != self.ordered[0] or not self.ordered[1] <= total <= REORDER_GROWTH * self.ordered[1]:
+            self.order = cluster_order(C)                     # the units that competed first
             self.position = np.argsort(self.order)
-            self.ordered_total = total
-        codes, top = log_codes(binned(np.asarray(matrix)[np.ix_(self.order, self.order)], MATRIX_BINS))
-        self.image.data = {"image": [np.flipud(codes)]}
+            self.ordered = (active, total)
+        self.active = active
+        self.size = max(1, -(-active // MATRIX_BINS))
+        shown = self.order[:active]
+        codes, top = log_codes(binned(C[np.ix_(shown, shown)], MATRIX_BINS)) if active else \
+            (np.full((1, 1), feed.NAN_CODE, np.uint8), 0)
+        self.n = len(codes)
+        self.image.data = {"image": [np.flipud(codes)], "n": [self.n]}
         self.bar.high = max(top, 2)
+        views.set_range(self.fig.x_range, (0, self.n))
+        views.set_range(self.fig.y_range, (0, self.n))
+        self.fig.title.text = f"{self.title} · {active:,} of {self.K:,} {self.what}"
 
     def mark(self, unit: int | None):
-        """Outline the row and the column of ``unit`` (None: no outline)."""
-        if unit is None or unit >= self.K:
+        """Outline the row and the column of ``unit`` (None, or a unit that never competed: no outline)."""
+        if unit is None or unit >= self.K or self.position[unit] >= self.active:
             data = {"left": [], "right": [], "bottom": [], "top": []}
         else:
             p = int(self.position[unit]) // self.size
@@ -128,9 +138,9 @@ class MatrixView:
     def unit_at(self, y: float, wins: np.ndarray | None) -> int | None:
         """The winner of the row at plot height ``y``: in a bin of several units, the one that won most."""
         row = self.n - 1 - int(math.floor(y))
-        if not 0 <= row < self.n:
+        units = self.order[:self.active][row * self.size:(row + 1) * self.size]
+        if not len(units) or row < 0:
             return None
-        units = self.order[row * self.size:(row + 1) * self.size]
         if wins is not None and len(wins) == self.K:
             return int(units[np.argmax(np.asarray(wins)[units])])
         return int(units[0])
@@ -418,8 +428,8 @@ class InspectPanel:
         record = arm.competition
         if record is not None and record.matrix is not None:
             K = record.matrix.shape[0]
-            what = "hidden units" if mode == "bu" else "visible units (pixels)"
-            v["matrix"] = MatrixView(K, f"{views.MODE_LABEL[mode]}: who inhibits whom ({K} {what})")
+            what = "hidden units" if mode == "bu" else "pixels" if arm.n_labels == 0 else "visible units"
+            v["matrix"] = MatrixView(K, f"{views.MODE_LABEL[mode]}: who inhibits whom", what)
             on_tap(v["matrix"].fig, self._tap_matrix)
             self.p_matrix.object = v["matrix"].fig
         else:
@@ -474,7 +484,7 @@ class InspectPanel:
         return (f"<div class='khrbm-inspect-head' data-kind='{self.kind}' data-unit='{self.unit}' "
                 f"data-arm='{arm.name}'><b>{html.escape(name)}</b><span>arm {arm.name} · {mode} · step "
                 f"{arm.step:,}</span><span>{counts}</span><span class='khrbm-inspect-note'>click another "
-                f"{'tile' if self.kind == 'hidden' else 'pixel'} or a row of the matrix to switch</span></div>")
+                f"{'tile' if self.kind == 'hidden' else 'pixel'} or a matrix row to switch</span></div>")
 
     def _draw_matrix(self, arm, record):
         view = self.v.get("matrix")
@@ -549,5 +559,5 @@ class InspectPanel:
                               f"<b>inhibits most often</b><table>{rows(inhibits)}</table>"
                               f"<b>inhibited most often by</b><table>{rows(inhibited_by)}</table></div>")
         self.v["probe"].update(arm.probe_recon[:, i], arm.probe_input,
-                               f"P(v=1|h) at pixel ({i // w}, {i % w}) of the reconstructions (bars) and "
-                               f"the input (◆)", inputs=arm.probe_input[:, i])
+                               f"Pixel ({i // w}, {i % w}): reconstruction P(v=1|h) ▮, input ◆",
+                               inputs=arm.probe_input[:, i])

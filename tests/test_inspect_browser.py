@@ -1,0 +1,131 @@
+"""The unit panel in a real browser (Chromium via Playwright, the app served as in test_app_browser.py): a click on a
+tile of a receptive-field mosaic opens that unit, a click on a pixel of the TD map opens that pixel, every part
+draws, ✕ closes it, and nothing logs a console error. Screenshots at 1440x900 go to tests/artifacts/."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_app_browser import (Tab, _errors, khrbm_app_server, khrbm_browser,  # noqa: F401 - fixtures
+                              pytestmark)
+
+from khrbm.tiles import grid_shape
+
+# Screen position of a point given in a figure's data coordinates (the figure found by its title's start).
+SCREEN_POINT = """([prefix, x, y]) => {
+  const seen = new Set(); let hit = null;
+  const walk = (v) => {
+    if (!v || seen.has(v) || hit) return; seen.add(v);
+    if (v.model && v.model.title && v.frame && String(v.model.title.text).startsWith(prefix)) { hit = v; return; }
+    let kids = []; try { kids = [...v.children()]; } catch (e) {}
+    for (const c of kids) walk(c);
+  };
+  for (const root of Bokeh.index.roots) walk(root);
+  if (!hit) return null;
+  const box = hit.canvas_view.el.getBoundingClientRect();
+  return [box.left + hit.frame.x_scale.compute(x), box.top + hit.frame.y_scale.compute(y)];
+}"""
+PARTS = (".khrbm-inspect-matrix", ".khrbm-inspect-strip", ".khrbm-inspect-partners", ".khrbm-inspect-counts",
+         ".khrbm-inspect-probe")
+
+
+def click_at(tab, figure_title: str, x: float, y: float):
+    point = tab.page.evaluate(SCREEN_POINT, [figure_title, x, y])
+    assert point is not None, f"no figure titled {figure_title!r}…"
+    tab.page.mouse.click(*point)
+
+
+def click_tile(tab, arm: str, unit: int, n_units: int, side: int = 28, gap: int = 1):
+    """Click the middle of tile ``unit`` of arm's mosaic (tiles fill the grid row by row, row 0 on top)."""
+    rows, cols = grid_shape(n_units)
+    r, c = divmod(unit, cols)
+    height = rows * (side + gap) - gap
+    click_at(tab, f"Receptive fields {arm}", c * (side + gap) + side / 2, height - r * (side + gap) - side / 2)
+
+
+def head(tab, name: str) -> str:
+    return tab.page.locator(".khrbm-inspect-head").first.get_attribute(f"data-{name}") or ""
+
+
+def wait_head(tab, **want):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if all(head(tab, k) == str(v) for k, v in want.items()):
+                return
+        except Exception:  # noqa: BLE001 - re-rendered
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the unit panel shows {[(k, head(tab, k)) for k in want]}, expected {want}")
+
+
+def parts_drawn(tab, parts=PARTS):
+    for css in parts:
+        tab.page.locator(f".khrbm-inspect {css} canvas").first.wait_for(timeout=20000)
+
+
+def test_a_click_on_a_tile_or_a_pixel_opens_that_unit(khrbm_app_server, khrbm_browser):  # noqa: F811
+    url, _log = khrbm_app_server
+    tab = Tab(khrbm_browser, f"{url}?preset=bars&compare=false")
+    try:
+        assert not tab.page.locator(".khrbm-inspect").first.is_visible()
+        tab.click(".khrbm-start")
+        tab.wait_attr("step", lambda v: int(v or 0) >= 40, timeout=90)
+        tab.click(".khrbm-pause")
+        tab.wait_attr("state", lambda v: v == "paused", timeout=30)
+
+        click_tile(tab, "A", 7, 56)
+        wait_head(tab, kind="hidden", unit=7, arm="A")
+        assert tab.page.locator(".khrbm-inspect").first.is_visible()
+        assert "Hidden unit 7" in tab.text(".khrbm-inspect-head")
+        parts_drawn(tab)
+        tab.shot("inspect_bars_unit7.png")
+        click_tile(tab, "A", 44, 56)                                     # another tile while it is open
+        wait_head(tab, kind="hidden", unit=44)
+        tab.click(".khrbm-inspect-close")
+        tab.page.locator(".khrbm-inspect").first.wait_for(state="hidden", timeout=10000)
+        assert tab.page.locator(".khrbm-mosaic-a canvas").first.is_visible()   # back to the story's views
+
+        tab.radio("kh_mode", "TD")                                       # pixels compete now
+        tab.page.locator(".khrbm-comp-wins").first.wait_for(timeout=30000)
+        tab.click(".khrbm-step")
+        tab.wait_attr("changes", lambda v: v == "1", timeout=30)
+        r, c = 5, 17
+        click_at(tab, "TD: pixels that win", c + 0.5, 28 - r - 0.5)
+        wait_head(tab, kind="pixel", unit=r * 28 + c)
+        assert f"Pixel ({r}, {c})" in tab.text(".khrbm-inspect-head")
+        parts_drawn(tab, (".khrbm-inspect-matrix", ".khrbm-inspect-counts", ".khrbm-inspect-probe"))
+        tab.page.locator(".khrbm-inspect-list .khrbm-partners").first.wait_for(timeout=10000)
+        tab.click(".khrbm-inspect-close")
+        tab.page.locator(".khrbm-inspect").first.wait_for(state="hidden", timeout=10000)
+        tab.click(".khrbm-inspect-open")                                 # the button: the pixel that won most
+        wait_head(tab, kind="pixel")
+        assert _errors(tab) == [], "\n".join(tab.errors)
+    finally:
+        tab.close()
+
+
+@pytest.mark.parametrize("mode", ["bu", "td"])
+def test_the_unit_panel_on_mnist(mnist_dir, khrbm_app_server, khrbm_browser, mode):  # noqa: F811
+    """A few epochs of KH on a 5,000-image MNIST subset, then the panel of one unit (screenshots for the eye)."""
+    url, _log = khrbm_app_server
+    kh = "eps0=0.04&delta=0.4&radius=1.0" if mode == "td" else "eps0=0.02&delta=0.2&radius=1.0"
+    tab = Tab(khrbm_browser, f"{url}?preset=story&compare=false&kh_mode={mode}&init=lecun&n_hidden=64&"
+                             f"train_size=5000&epochs=4&{kh}")
+    try:
+        tab.click(".khrbm-start")
+        tab.wait_attr("state", lambda v: v == "finished", timeout=240)
+        time.sleep(1.0)
+        if mode == "bu":
+            click_tile(tab, "A", 10, 64)
+            wait_head(tab, kind="hidden", unit=10)
+            parts_drawn(tab)
+        else:
+            click_at(tab, "TD: pixels that win", 14.5, 28 - 12 - 0.5)
+            wait_head(tab, kind="pixel", unit=12 * 28 + 14)
+            parts_drawn(tab, (".khrbm-inspect-matrix", ".khrbm-inspect-counts", ".khrbm-inspect-probe"))
+        time.sleep(1.5)
+        tab.shot(f"inspect_mnist_{mode}.png")
+        assert _errors(tab) == [], "\n".join(tab.errors)
+    finally:
+        tab.close()
