@@ -71,6 +71,19 @@ def hidden_activation(V: np.ndarray, W: np.ndarray, b: np.ndarray, unit: int) ->
     return sigmoid(np.asarray(V, np.float64) @ np.asarray(W[:, unit], np.float64) + float(b[unit]))
 
 
+def counts_until(steps, wins, inhibited, step: int, wins_now, inhibited_now):
+    """Cumulative counts at ``steps`` (rows of ``wins``, ``inhibited``), ended by the counts at ``step`` (now):
+    they end the last interval instead of adding one when it would be under half the interval before (a share
+    over a few minibatches is noise). Unchanged when ``step`` is not after the last row."""
+    steps, wins, inhibited = np.asarray(steps), np.asarray(wins), np.asarray(inhibited)
+    if len(steps) and step <= steps[-1]:
+        return steps, wins, inhibited
+    short = len(steps) >= 2 and 2 * (step - steps[-1]) < steps[-1] - steps[-2]
+    keep = len(steps) - 1 if short else len(steps)
+    return (np.r_[steps[:keep], step], np.vstack([wins[:keep], np.asarray(wins_now)[None, :]]),
+            np.vstack([inhibited[:keep], np.asarray(inhibited_now)[None, :]]))
+
+
 def shares_over_time(steps: np.ndarray, wins: np.ndarray, inhibited: np.ndarray, unit: int):
     """From cumulative counts at increasing ``steps`` (rows of ``wins``, ``inhibited``: n × K), per interval
     between two rows: its end step, the share of the interval's samples that ``unit`` won, and the share in

@@ -10,7 +10,8 @@ from khrbm.config import RunConfig
 from khrbm.core.rbm import sigmoid
 from khrbm.core.tally import count_pairs
 from khrbm.data import load_dataset
-from khrbm.inspection import binned, cluster_order, hidden_activation, shares_over_time, top_partners
+from khrbm.inspection import (binned, cluster_order, counts_until, hidden_activation, shares_over_time,
+                              top_partners)
 from khrbm.train.checkpoint import CheckpointError
 from khrbm.train.competition import HISTORY_ROWS, Thinned
 from khrbm.train.run import Run
@@ -152,7 +153,9 @@ def test_checkpoints_from_before_the_matrix_load_and_tampered_ones_are_refused(b
     more[3, 5] += 1
     refused("counts more inhibitions", matrix_bu=more)
     refused("16 × 16", matrix_bu=np.zeros((16, 15), np.int32))
-    refused("counts >= 0", matrix_bu=-np.ones((M, M), np.int32))
+    refused("counts from 0 to", matrix_bu=-np.ones((M, M), np.int32))
+    refused("counts from 0 to", matrix_bu=np.full((M, M), 2**31, np.int64),
+            inhibit_bu=np.full(M, 2**40, np.int64))                  # more than the int32 matrix can hold
     refused("but not count_wins_bu", count_wins_bu=None)
     refused("rows of 16 counts", count_wins_bu=arrays["count_wins_bu"][:, :3])
     refused("in order", count_steps_bu=arrays["count_steps_bu"][::-1].copy())
@@ -224,3 +227,24 @@ def test_shares_over_time_and_the_activation_of_one_unit():
     g = np.random.default_rng(5)
     V, W, b = g.random((4, 6)), g.normal(size=(6, 3)), g.normal(size=3)
     assert np.allclose(hidden_activation(V, W, b, 1), [sigmoid(v @ W[:, 1] + b[1]) for v in V])
+
+
+def test_the_counts_now_end_the_history_without_a_noisy_last_interval():
+    steps, wins, inh = np.array([0, 10, 20]), np.arange(6).reshape(3, 2), np.zeros((3, 2), int)
+    s, w, i = counts_until(steps, wins, inh, 30, [7, 8], [1, 1])            # a whole interval: added
+    assert s.tolist() == [0, 10, 20, 30] and w[-1].tolist() == [7, 8] and i.shape == (4, 2)
+    s, w, _ = counts_until(steps, wins, inh, 24, [7, 8], [1, 1])            # 4 < 10 / 2: it ends the last one
+    assert s.tolist() == [0, 10, 24] and w.tolist() == [[0, 1], [2, 3], [7, 8]]
+    s, _, _ = counts_until(steps, wins, inh, 20, [7, 8], [1, 1])            # not after the last row
+    assert s is steps
+    assert counts_until(np.zeros(0, int), np.zeros((0, 2)), np.zeros((0, 2)), 5, [1, 2], [0, 0])[0].tolist() == [5]
+
+
+def test_log_codes_colour_counts_from_one_to_the_largest_and_leave_zeros_blank():
+    from khrbm.app import feed
+    from khrbm.app.inspect import log_codes
+    codes, top = log_codes(np.array([[0, 1, 10], [100, 1000, 0]]))
+    assert top == 1000
+    assert codes.tolist() == [[feed.NAN_CODE, 0, round(feed.CODES / 3)], [round(2 * feed.CODES / 3), feed.CODES,
+                                                                          feed.NAN_CODE]]
+    assert log_codes(np.array([0, 1]))[0].tolist() == [feed.NAN_CODE, feed.CODES]     # all ones: the top colour

@@ -47,16 +47,34 @@ def head(tab, name: str) -> str:
     return tab.page.locator(".khrbm-inspect-head").first.get_attribute(f"data-{name}") or ""
 
 
-def wait_head(tab, **want):
-    deadline = time.time() + 20
+def eventually(check, what: str, timeout: float = 20.0):
+    deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if all(head(tab, k) == str(v) for k, v in want.items()):
+            if check():
                 return
-        except Exception:  # noqa: BLE001 - re-rendered
+        except Exception:  # noqa: BLE001 - the element may be re-rendered
             pass
         time.sleep(0.2)
-    raise AssertionError(f"the unit panel shows {[(k, head(tab, k)) for k in want]}, expected {want}")
+    raise AssertionError(what())
+
+
+def wait_head(tab, **want):
+    eventually(lambda: all(head(tab, k) == str(v) for k, v in want.items()),
+               lambda: f"the unit panel shows {[(k, head(tab, k)) for k in want]}, expected {want}")
+
+
+def wait_outlined(tab, tiles: list):
+    eventually(lambda: outlined_tiles(tab) == tiles, lambda: f"outlined tiles {outlined_tiles(tab)}, expected {tiles}")
+
+
+def outlined_tiles(tab) -> list:
+    """The tiles outlined in the browser's mosaics (the selection of each mosaic's tile boxes)."""
+    return tab.page.evaluate("""() => {
+      const out = [];
+      for (const doc of Bokeh.documents) for (const m of doc.all_models)
+        if (m.columns && m.columns().includes("maxw")) out.push(...m.selected.indices);
+      return out; }""")
 
 
 def parts_drawn(tab, parts=PARTS):
@@ -79,11 +97,14 @@ def test_a_click_on_a_tile_or_a_pixel_opens_that_unit(khrbm_app_server, khrbm_br
         assert tab.page.locator(".khrbm-inspect").first.is_visible()
         assert "Hidden unit 7" in tab.text(".khrbm-inspect-head")
         parts_drawn(tab)
+        wait_outlined(tab, [7])                                          # the tile outlined is the one inspected
         tab.shot("inspect_bars_unit7.png")
         click_tile(tab, "A", 44, 56)                                     # another tile while it is open
         wait_head(tab, kind="hidden", unit=44)
+        wait_outlined(tab, [44])
         tab.click(".khrbm-inspect-close")
         tab.page.locator(".khrbm-inspect").first.wait_for(state="hidden", timeout=10000)
+        wait_outlined(tab, [])
         assert tab.page.locator(".khrbm-mosaic-a canvas").first.is_visible()   # back to the story's views
 
         tab.radio("kh_mode", "TD")                                       # pixels compete now

@@ -22,7 +22,8 @@ import math
 import numpy as np
 import panel as pn
 
-from ..inspection import binned, cluster_order, hidden_activation, shares_over_time, top_partners
+from ..inspection import (binned, cluster_order, counts_until, hidden_activation, shares_over_time,
+                          top_partners)
 from ..tiles import scale_tiles, tile_mosaic
 from . import feed, views
 
@@ -75,11 +76,11 @@ def log_codes(counts: np.ndarray) -> tuple[np.ndarray, int]:
 class MatrixView:
     """The competition matrix over the units that competed (a row or a column with a count), in clustered order,
     summed into at most MATRIX_BINS bins a side, sent as 8-bit log codes only when the matrix changed; the
-    inspected unit's row and column are outlined. ``title`` gets " · n of K <what>" appended."""
+    inspected unit's row and column are outlined. The x axis says how many of the K units (``what``) competed."""
 
     def __init__(self, K: int, title: str, what: str, frame: int = 262):
         from bokeh.models import ColumnDataSource, LogColorMapper
-        self.K, self.title, self.what = K, title, what
+        self.K, self.what = K, what
         self.ordered = (-1, 0)                   # (units that competed, total count) when the order was computed
         self.order = np.arange(K)
         self.position = np.arange(K)
@@ -88,7 +89,7 @@ class MatrixView:
         views._hide_axes(fig)
         fig.xaxis.visible = fig.yaxis.visible = True
         fig.xaxis.ticker = fig.yaxis.ticker = []
-        fig.xaxis.axis_label = "inhibited → (clustered order)"
+        fig.xaxis.axis_label = "inhibited →"
         fig.yaxis.axis_label = "winner ↓"
         self.image = ColumnDataSource({"image": [np.full((1, 1), feed.NAN_CODE, np.uint8)], "n": [1]})
         mapper, _ = views._code_mappers(views._palettes()["counts"], 1.0, 10.0, "#ffffff")
@@ -122,7 +123,7 @@ class MatrixView:
         self.bar.high = max(top, 2)
         views.set_range(self.fig.x_range, (0, self.n))
         views.set_range(self.fig.y_range, (0, self.n))
-        self.fig.title.text = f"{self.title} · {active:,} of {self.K:,} {self.what}"
+        self.fig.xaxis.axis_label = f"inhibited → ({active:,} of {self.K:,} {self.what} competed)"
 
     def mark(self, unit: int | None):
         """Outline the row and the column of ``unit`` (None, or a unit that never competed: no outline)."""
@@ -292,6 +293,7 @@ class InspectPanel:
         self.snap = None
         self._built = None                   # what the figures were built for
         self.v: dict = {}
+        self._tiles: dict = {}               # arm index -> its mosaic's tile boxes (a Bokeh data source)
         self.head = pn.pane.HTML("", css_classes=["khrbm-inspect-title"], sizing_mode="stretch_width",
                                  margin=(2, 4), stylesheets=[HEAD_CSS])
         self.close_button = pn.widgets.Button(name="✕ Close", css_classes=["khrbm-inspect-close"], width=80,
@@ -329,20 +331,33 @@ class InspectPanel:
     def attach(self, dashboard):
         """Make the dashboard's figures clickable: the mosaics' tiles (hidden units) and the TD maps' pixels.
         Closes the panel if what it shows no longer exists (another model)."""
-        from bokeh.models import HoverTool
+        from bokeh.models import GlyphRenderer, HoverTool, Quad
+        self._tiles = {}
         for idx in (0, 1):
             view = dashboard.v.get(f"mosaic{idx}")
             if view is not None:
                 on_tap(view.fig, functools.partial(self._tap_mosaic, idx, view))
                 for hover in view.fig.select(type=HoverTool):
                     hover.tooltips = [*hover.tooltips, ("", "click: inspect this unit")]
+                for r in view.fig.select(type=GlyphRenderer):      # the tiles' boxes: the inspected one outlined
+                    if isinstance(r.glyph, Quad):
+                        r.selection_glyph = Quad(fill_alpha=0, line_color=views.ARM_COLORS["A"], line_width=2.5)
+                        r.nonselection_glyph = Quad(fill_alpha=0, line_alpha=0)
+                self._tiles[idx] = view.boxes
         for name in ("wins", "inh"):
             view = dashboard.v.get(name)
             if view is not None:
                 on_tap(view.fig, functools.partial(self._tap_pixel, view))
         self._built = None
-        if self.unit is not None and not self._fits(self.snap):
-            self.close()
+        self._outline()
+
+    def _outline(self):
+        """Outline the inspected hidden unit's tile in its mosaic (nothing when closed or showing a pixel)."""
+        for idx, boxes in self._tiles.items():
+            hit = [self.unit] if (self.kind == "hidden" and idx == self.arm and self.unit is not None
+                                  and self.unit < len(boxes.data["unit"])) else []
+            if list(boxes.selected.indices) != hit:
+                boxes.selected.indices = hit
 
     def _tap_mosaic(self, idx, view, event):
         data = view.boxes.data
@@ -383,11 +398,13 @@ class InspectPanel:
         """Inspect ``unit`` (a hidden unit, or a pixel) of arm ``arm`` (0: A, 1: B)."""
         self.arm, self.kind, self.unit = arm, kind, unit
         self.view.visible = True
+        self._outline()
         self.update(self.snap, heavy=True)
 
     def close(self):
         self.view.visible = False
         self.unit = self.kind = None
+        self._outline()
 
     def _fits(self, snap) -> bool:
         if snap is None or self.arm >= len(snap.arms):
@@ -428,8 +445,8 @@ class InspectPanel:
         record = arm.competition
         if record is not None and record.matrix is not None:
             K = record.matrix.shape[0]
-            what = "hidden units" if mode == "bu" else "pixels" if arm.n_labels == 0 else "visible units"
-            v["matrix"] = MatrixView(K, f"{views.MODE_LABEL[mode]}: who inhibits whom", what)
+            what = "pixels" if mode == "td" and arm.n_labels == 0 else "units"
+            v["matrix"] = MatrixView(K, f"{views.MODE_LABEL[mode]}: who inhibits whom (clustered)", what)
             on_tap(v["matrix"].fig, self._tap_matrix)
             self.p_matrix.object = v["matrix"].fig
         else:
@@ -494,15 +511,13 @@ class InspectPanel:
         own = (self.kind == "hidden") == (record.mode == "bu")      # the unit is one of the matrix's units
         view.mark(self.unit if own else None)
 
-    def _counts_rows(self, arm, record):
-        """The count history of the record plus the counts now (steps, wins, inhibited)."""
-        steps, wins, inh = record.count_steps, record.count_wins, record.count_inhibited
-        if arm.counts_mode == record.mode and len(arm.win_counts) == wins.shape[1] and \
-                (not len(steps) or arm.step > steps[-1]):
-            steps = np.r_[steps, arm.step]
-            wins = np.vstack([wins, arm.win_counts[None, :]])
-            inh = np.vstack([inh, arm.inhibit_counts[None, :]])
-        return steps, wins, inh
+    @staticmethod
+    def _counts_rows(arm, record):
+        """The record's count history, ended by the counts now when they are of its mode."""
+        if arm.counts_mode != record.mode or len(arm.win_counts) != record.count_wins.shape[1]:
+            return record.count_steps, record.count_wins, record.count_inhibited
+        return counts_until(record.count_steps, record.count_wins, record.count_inhibited, arm.step,
+                            arm.win_counts, arm.inhibit_counts)
 
     def _draw_counts(self, arm, record):
         view = self.v["counts"]
