@@ -329,8 +329,8 @@ class InspectPanel:
             self.report(f"unit panel: {type(exc).__name__}: {exc}")
 
     def attach(self, dashboard):
-        """Make the dashboard's figures clickable: the mosaics' tiles (hidden units) and the TD maps' pixels.
-        Closes the panel if what it shows no longer exists (another model)."""
+        """Make the dashboard's (new) figures clickable: the mosaics' tiles (hidden units) and the TD maps' pixels.
+        The panel's own figures are rebuilt at the next :meth:`update` (which closes it if its unit is gone)."""
         from bokeh.models import GlyphRenderer, HoverTool, Quad
         self._tiles = {}
         for idx in (0, 1):
@@ -424,7 +424,7 @@ class InspectPanel:
         arm = snap.arms[self.arm]
         record = arm.competition
         key = (self.kind, arm.name, arm.W.shape, tuple(arm.image_shape), len(arm.probe_input), arm.counts_mode,
-               self.unit if self.kind == "pixel" else None)
+               record is not None and record.matrix is not None, self.unit if self.kind == "pixel" else None)
         if key != self._built:
             self._build(arm)
             self._built = key
@@ -450,9 +450,12 @@ class InspectPanel:
             on_tap(v["matrix"].fig, self._tap_matrix)
             self.p_matrix.object = v["matrix"].fig
         else:
-            why = ("KH has not run in this arm: no competition yet." if mode == "off" else
-                   f"The matrix is kept for up to 2,048 units; this mode has {len(arm.win_counts):,}.")
-            self.p_matrix.object = views.placeholder_figure("Competition matrix", [why], width=340, height=330)
+            from ..train.competition import MAX_MATRIX_UNITS
+            K = len(arm.win_counts)
+            why = (["KH has not run in this arm:", "no competition yet."] if mode == "off" else
+                   [f"The matrix is kept for up to {MAX_MATRIX_UNITS:,} units;", f"this mode has {K:,}."]
+                   if K > MAX_MATRIX_UNITS else ["Nothing counted yet:", "press ▶ Start or ⇥ Step."])
+            self.p_matrix.object = views.placeholder_figure("Competition matrix", why, width=340, height=330)
         v["counts"] = views.CurvesView(
             "Wins and inhibitions over time", "step (minibatches)", "share of the samples (%)",
             [dict(key="won", label="won", color=views.ARM_COLORS.get(arm.name, "#333333")),
