@@ -15,6 +15,7 @@ from khrbm.inspection import (binned, cluster_order, counts_until, hidden_activa
 from khrbm.train.checkpoint import CheckpointError
 from khrbm.train.competition import HISTORY_ROWS, Thinned
 from khrbm.train.run import Run
+from khrbm.train.trainer import COMPETITION_INTERVAL
 
 SMALL = dict(dataset="bars", n_hidden=16, train_size=600, val_size=200, eval_size=100, epochs=4, batch_size=50)
 DEADLINE = 120.0
@@ -100,6 +101,20 @@ def test_metric_points_record_the_counts_and_a_mode_switch_restarts_them(trainer
     assert a.mode_counts["bu"][0].sum() == 3 * SMALL["batch_size"]
     assert rec.rf_steps[0] == 0 and len(rec.rf_weights) == len(rec.rf_steps) >= 2       # weights at points
     assert all(W.shape == a.W.shape and not W.flags.writeable for W in rec.rf_weights)
+
+
+def test_while_running_the_record_is_renewed_at_a_bounded_rate(trainers, bars):
+    """The matrix is copied into a new record at most every COMPETITION_INTERVAL s of running (plus the publishes
+    when the state changes), not at every publish; and it is renewed (not frozen at the first copy)."""
+    cfg = RunConfig(dataset="bars", n_hidden=16, val_size=200, eval_size=100, epochs=8, batch_size=50, kh_mode="bu")
+    t = trainers(cfg, dataset=bars)
+    v0, r0 = t.sync(DEADLINE).version, t._core.competition_version
+    t.start()
+    s = t.wait_for(lambda s: s.state == "finished", DEADLINE)
+    records, publishes = t._core.competition_version - r0, s.version - v0
+    assert 2 <= records <= t.timing()["loop"] / COMPETITION_INTERVAL + 3
+    assert publishes >= 3 * records
+    assert s.arms[0].competition.step == s.step and s.arms[0].competition.matrix.sum() == s.arms[0].win_counts.sum()
 
 
 def steps(run, n, every=None):

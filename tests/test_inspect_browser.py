@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from test_app_browser import (Tab, _errors, khrbm_app_server, khrbm_browser,  # noqa: F401 - fixtures
                               pytestmark)
 
@@ -126,27 +125,36 @@ def test_a_click_on_a_tile_or_a_pixel_opens_that_unit(khrbm_app_server, khrbm_br
         tab.close()
 
 
-@pytest.mark.parametrize("mode", ["bu", "td"])
-def test_the_unit_panel_on_mnist(mnist_dir, khrbm_app_server, khrbm_browser, mode):  # noqa: F811
-    """A few epochs of KH on a 5,000-image MNIST subset, then the panel of one unit (screenshots for the eye)."""
+def test_the_unit_panel_on_mnist_under_bu_then_td(mnist_dir, khrbm_app_server, khrbm_browser):  # noqa: F811
+    """KH_BU for 3 epochs of a 5,000-image MNIST subset, a unit's panel; then KH_TD (switched live) for 3 more,
+    a pixel's panel (screenshots for the eye: tests/artifacts/inspect_mnist_{bu,td}.png)."""
     url, _log = khrbm_app_server
-    kh = "eps0=0.04&delta=0.4&radius=1.0" if mode == "td" else "eps0=0.02&delta=0.2&radius=1.0"
-    tab = Tab(khrbm_browser, f"{url}?preset=story&compare=false&kh_mode={mode}&init=lecun&n_hidden=64&"
-                             f"train_size=5000&epochs=4&{kh}")
+    tab = Tab(khrbm_browser, f"{url}?preset=story&compare=false&kh_mode=bu&init=lecun&n_hidden=64&train_size=5000"
+                             f"&epochs=3&horizon=6&eps0=0.02&delta=0.2&radius=1.0")
     try:
         tab.click(".khrbm-start")
         tab.wait_attr("state", lambda v: v == "finished", timeout=240)
+        click_tile(tab, "A", 10, 64)
+        wait_head(tab, kind="hidden", unit=10)
+        parts_drawn(tab)
+        wait_outlined(tab, [10])
         time.sleep(1.0)
-        if mode == "bu":
-            click_tile(tab, "A", 10, 64)
-            wait_head(tab, kind="hidden", unit=10)
-            parts_drawn(tab)
-        else:
-            click_at(tab, "TD: pixels that win", 14.5, 28 - 12 - 0.5)
-            wait_head(tab, kind="pixel", unit=12 * 28 + 14)
-            parts_drawn(tab, (".khrbm-inspect-matrix", ".khrbm-inspect-counts", ".khrbm-inspect-probe"))
+        tab.shot("inspect_mnist_bu.png")
+        tab.click(".khrbm-inspect-close")
+
+        tab.radio("kh_mode", "TD")
+        tab.set_number("eps0", 0.04)
+        tab.set_number("delta", 0.4)
+        tab.set_number("epochs", 6)
+        tab.wait_attr("changes", lambda v: v == "4", timeout=30)
+        tab.click(".khrbm-start")
+        tab.wait_attr("state", lambda v: v == "finished", timeout=240)
+        r, c = 12, 14
+        click_at(tab, "TD: pixels that win", c + 0.5, 28 - r - 0.5)
+        wait_head(tab, kind="pixel", unit=r * 28 + c)
+        parts_drawn(tab, (".khrbm-inspect-matrix", ".khrbm-inspect-counts", ".khrbm-inspect-probe"))
         time.sleep(1.5)
-        tab.shot(f"inspect_mnist_{mode}.png")
+        tab.shot("inspect_mnist_td.png")
         assert _errors(tab) == [], "\n".join(tab.errors)
     finally:
         tab.close()
