@@ -104,16 +104,21 @@ def test_metric_points_record_the_counts_and_a_mode_switch_restarts_them(trainer
 
 
 def test_while_running_the_record_is_renewed_at_a_bounded_rate(trainers, bars):
-    """The matrix is copied into a new record at most every COMPETITION_INTERVAL s of running (plus the publishes
-    when the state changes), not at every publish; and it is renewed (not frozen at the first copy)."""
-    cfg = RunConfig(dataset="bars", n_hidden=16, val_size=200, eval_size=100, epochs=8, batch_size=50, kh_mode="bu")
+    """While running, the matrix is copied into a new record at most every COMPETITION_INTERVAL s (plus the
+    publishes when the state changes), not at every publish; and it is renewed (not frozen at the first copy)."""
+    cfg = RunConfig(dataset="bars", n_hidden=16, val_size=200, eval_size=100, epochs=1000, batch_size=50, kh_mode="bu")
     t = trainers(cfg, dataset=bars)
     v0, r0 = t.sync(DEADLINE).version, t._core.competition_version
     t.start()
-    s = t.wait_for(lambda s: s.state == "finished", DEADLINE)
-    records, publishes = t._core.competition_version - r0, s.version - v0
-    assert 2 <= records <= t.timing()["loop"] / COMPETITION_INTERVAL + 3
-    assert publishes >= 3 * records
+    seen = [t.wait_for(lambda s: s.state == "running", DEADLINE).arms[0].competition]
+    for _ in range(2):                         # two renewals while running (each at least the interval apart)
+        seen.append(t.wait_for(lambda s: s.arms[0].competition is not seen[-1], DEADLINE).arms[0].competition)
+    t.pause()
+    s = t.sync(DEADLINE)
+    assert s.state == "paused" and [r.version for r in seen] == sorted({r.version for r in seen})
+    assert seen[0].step < seen[1].step < seen[2].step
+    records, publishes, loop = t._core.competition_version - r0, s.version - v0, t.timing()["loop"]
+    assert 3 <= records <= loop / COMPETITION_INTERVAL + 3 < publishes, (records, loop, publishes)
     assert s.arms[0].competition.step == s.step and s.arms[0].competition.matrix.sum() == s.arms[0].win_counts.sum()
 
 
