@@ -72,26 +72,44 @@ def hidden_activation(V: np.ndarray, W: np.ndarray, b: np.ndarray, unit: int) ->
 
 
 def counts_until(steps, wins, inhibited, step: int, wins_now, inhibited_now):
-    """Cumulative counts at ``steps`` (rows of ``wins``, ``inhibited``), ended by the counts at ``step`` (now):
-    they end the last interval instead of adding one when it would be under half the interval before (a share
-    over a few minibatches is noise). Unchanged when ``step`` is not after the last row."""
+    """Cumulative counts at ``steps`` (rows of ``wins``, ``inhibited``), ended by the counts at ``step`` (now).
+    Unchanged when ``step`` is not after the last row."""
     steps, wins, inhibited = np.asarray(steps), np.asarray(wins), np.asarray(inhibited)
     if len(steps) and step <= steps[-1]:
         return steps, wins, inhibited
-    short = len(steps) >= 2 and 2 * (step - steps[-1]) < steps[-1] - steps[-2]
-    keep = len(steps) - 1 if short else len(steps)
-    return (np.r_[steps[:keep], step], np.vstack([wins[:keep], np.asarray(wins_now)[None, :]]),
-            np.vstack([inhibited[:keep], np.asarray(inhibited_now)[None, :]]))
+    return (np.r_[steps, step], np.vstack([wins, np.asarray(wins_now)[None, :]]),
+            np.vstack([inhibited, np.asarray(inhibited_now)[None, :]]))
+
+
+def even_intervals(steps: np.ndarray) -> np.ndarray:
+    """Indices of the rows at increasing ``steps`` to keep so that no interval between two kept rows is under
+    half the median interval (a share over a few minibatches is noise): a short interval joins the next one,
+    the last one joins the one before. The first and the last row are always kept."""
+    steps = np.asarray(steps)
+    if len(steps) < 3:
+        return np.arange(len(steps))
+    gap = np.median(np.diff(steps)) / 2
+    kept = [0]
+    for i in range(1, len(steps)):
+        if steps[i] - steps[kept[-1]] >= gap:
+            kept.append(i)
+    if kept[-1] != len(steps) - 1:
+        if len(kept) > 1:
+            kept[-1] = len(steps) - 1
+        else:
+            kept.append(len(steps) - 1)
+    return np.array(kept)
 
 
 def shares_over_time(steps: np.ndarray, wins: np.ndarray, inhibited: np.ndarray, unit: int):
     """From cumulative counts at increasing ``steps`` (rows of ``wins``, ``inhibited``: n × K), per interval
-    between two rows: its end step, the share of the interval's samples that ``unit`` won, and the share in
-    which it was inhibited (each sample has one winner, so the samples are the rows' total wins). Intervals
-    without samples are left out."""
-    steps = np.asarray(steps, np.float64)
-    wins = np.asarray(wins, np.int64)
-    inhibited = np.asarray(inhibited, np.int64)
+    between two rows (:func:`even_intervals`): its end step, the share of the interval's samples that ``unit``
+    won, and the share in which it was inhibited (each sample has one winner, so the samples are the rows'
+    total wins). Intervals without samples are left out."""
+    kept = even_intervals(steps)
+    steps = np.asarray(steps, np.float64)[kept]
+    wins = np.asarray(wins, np.int64)[kept]
+    inhibited = np.asarray(inhibited, np.int64)[kept]
     if len(steps) < 2:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     samples = np.diff(wins.sum(axis=1))

@@ -10,8 +10,8 @@ from khrbm.config import RunConfig
 from khrbm.core.rbm import sigmoid
 from khrbm.core.tally import count_pairs
 from khrbm.data import load_dataset
-from khrbm.inspection import (binned, cluster_order, counts_until, hidden_activation, shares_over_time,
-                              top_partners)
+from khrbm.inspection import (binned, cluster_order, counts_until, even_intervals, hidden_activation,
+                              shares_over_time, top_partners)
 from khrbm.train.checkpoint import CheckpointError
 from khrbm.train.competition import HISTORY_ROWS, Thinned
 from khrbm.train.run import Run
@@ -249,15 +249,21 @@ def test_shares_over_time_and_the_activation_of_one_unit():
     assert np.allclose(hidden_activation(V, W, b, 1), [sigmoid(v @ W[:, 1] + b[1]) for v in V])
 
 
-def test_the_counts_now_end_the_history_without_a_noisy_last_interval():
+def test_the_counts_now_end_the_history_and_short_intervals_join_their_neighbour():
     steps, wins, inh = np.array([0, 10, 20]), np.arange(6).reshape(3, 2), np.zeros((3, 2), int)
-    s, w, i = counts_until(steps, wins, inh, 30, [7, 8], [1, 1])            # a whole interval: added
-    assert s.tolist() == [0, 10, 20, 30] and w[-1].tolist() == [7, 8] and i.shape == (4, 2)
-    s, w, _ = counts_until(steps, wins, inh, 24, [7, 8], [1, 1])            # 4 < 10 / 2: it ends the last one
-    assert s.tolist() == [0, 10, 24] and w.tolist() == [[0, 1], [2, 3], [7, 8]]
+    s, w, i = counts_until(steps, wins, inh, 24, [7, 8], [1, 1])
+    assert s.tolist() == [0, 10, 20, 24] and w[-1].tolist() == [7, 8] and i.shape == (4, 2)
     s, _, _ = counts_until(steps, wins, inh, 20, [7, 8], [1, 1])            # not after the last row
     assert s is steps
     assert counts_until(np.zeros(0, int), np.zeros((0, 2)), np.zeros((0, 2)), 5, [1, 2], [0, 0])[0].tolist() == [5]
+    # half the median interval (10 / 2 here) at least: a short one joins the next, the last the one before
+    assert even_intervals([0, 10, 20, 24]).tolist() == [0, 1, 3]
+    assert even_intervals([150, 197, 200, 250, 300]).tolist() == [0, 1, 3, 4]
+    assert even_intervals([0, 10, 20, 30]).tolist() == [0, 1, 2, 3] and even_intervals([0, 1]).tolist() == [0, 1]
+    assert even_intervals([0, 2]).tolist() == [0, 1]
+    wins = np.array([[0, 0], [40, 10], [40, 12], [90, 12]])          # unit 1 wins 2 of the 2 samples of 10..12
+    x, won, _ = shares_over_time([0, 10, 12, 20], wins, np.zeros_like(wins), 1)
+    assert x.tolist() == [10, 20] and np.allclose(won, [10 / 50, 2 / 52])
 
 
 def test_log_codes_colour_counts_from_one_to_the_largest_and_leave_zeros_blank():

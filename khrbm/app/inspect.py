@@ -527,12 +527,15 @@ class InspectPanel:
         own = record is not None and (self.kind == "hidden") == (record.mode == "bu") and record.mode != "off"
         if own and record.count_wins.shape[1] > self.unit:
             x, won, lost = shares_over_time(*self._counts_rows(arm, record), self.unit)
-            title = f"Wins and inhibitions over time ({'BU' if record.mode == 'bu' else 'TD'})"
+            title = f"Won (solid), inhibited (dashed) over time ({'BU' if record.mode == 'bu' else 'TD'})"
+            since = record.count_steps[:1] if len(record.count_steps) and record.count_steps[0] > 0 else ()
         else:
             x = won = lost = np.zeros(0)
+            since = ()
             title = ("Wins and inhibitions: " + ("hidden units compete in BU mode" if self.kind == "hidden"
                                                   else "pixels compete in TD mode"))
-        view.update({"won": (x, 100 * won), "inhibited": (x, 100 * lost)}, title=title)
+        # the dotted line: the mode was switched on there, and its counts started from zero
+        view.update({"won": (x, 100 * won), "inhibited": (x, 100 * lost)}, markers=since, title=title)
 
     def _draw_hidden(self, arm, record):
         j, n_pix, shape = self.unit, arm.n_pixels, tuple(arm.image_shape)
