@@ -28,6 +28,7 @@ from ..config import FIELD, MID_RUN_FIELDS, ConfigError, RunConfig, check_value
 from . import classroom, controls, files, layout, presets, session, urlstate, views
 from .dashboard import Dashboard
 from .errors import KNOWN, UserError, describe, short_message
+from .inspect import InspectPanel
 from .session import log
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -116,6 +117,7 @@ class Lab(pn.viewable.Viewer):
                                    config=lambda: files.config_json(self.shown_config()),
                                    on_upload=self._on_upload, report=self.error)
         self.dashboard = Dashboard()
+        self.inspect = InspectPanel(report=self.error)     # the unit panel (an overlay, opened by a click)
 
     def _build_buttons(self):
         self.preset = pn.widgets.Select(name="Preset", groups=presets.groups(), value=presets.STORY,
@@ -566,6 +568,7 @@ class Lab(pn.viewable.Viewer):
             if board.needs_rebuild(snap):
                 t0 = time.perf_counter()
                 board.rebuild(snap)
+                self.inspect.attach(board)
                 log.info("session %s: views rebuilt in %.2f s", self.session_id, time.perf_counter() - t0)
                 self._last_mosaic = 0.0
             now = time.monotonic()
@@ -573,6 +576,7 @@ class Lab(pn.viewable.Viewer):
                      or snap.state != "running")
             heavy = heavy and self._mosaic_snap is not snap
             board.update(snap, heavy)
+            self.inspect.update(snap, heavy)
             if heavy:
                 self._mosaic_snap, self._mosaic_version = snap, snap.version
                 self._last_mosaic = now
