@@ -117,9 +117,12 @@ def test_recent_runs_show_overlay_and_continue(khrbm_app_server, khrbm_browser):
         tab.click(".khrbm-start")
         tab.wait_attr("state", lambda v: v == "finished", timeout=120)
         finished_step = tab.step()
-        with Registry() as reg:                             # the app recorded both arms, with a checkpoint
-            ours = [r for r in reg.recent(10) if r.source == "app" and r.config.n_hidden == 20 and r.state == "finished"]
-        assert {r.arm for r in ours[:2]} == {"A", "B"} and all(r.can_continue for r in ours[:2])
+        def recorded():                                     # the app recorded both arms, with a checkpoint
+            with Registry() as reg:
+                return [r for r in reg.recent(10) if r.source == "app" and r.state == "finished"
+                        and (r.config.n_hidden, r.config.epochs) == (20, 2)]
+        ours = wait_for(recorded, lambda runs: len(runs) == 2, timeout=30)
+        assert {r.arm for r in ours} == {"A", "B"} and all(r.can_continue for r in ours)
         run_a = next(r for r in ours if r.arm == "A")
 
         open_library(tab, "Recent runs")
@@ -227,9 +230,11 @@ def test_a_lesson_shows_its_captions_at_their_steps_and_waits_for_continue(khrbm
         tab.click(".khrbm-continue")
         wait_for(lambda: caption(tab, "event"), lambda v: v == "4", timeout=60)
         tab.wait_attr("state", lambda v: v == "finished", timeout=120)
-        with Registry() as reg:                                               # recorded with the lesson's changes
-            run = next(r for r in reg.recent(10) if r.arm == "A" and r.lesson)
-            changes = [(c["step"], c["field"], c["new"]) for c in reg.changes(run)]
+        def recorded():                                                       # with the lesson's changes
+            with Registry() as reg:
+                run = next(r for r in reg.recent(10) if r.arm == "A" and r.lesson)
+                return run, [(c["step"], c["field"], c["new"]) for c in reg.changes(run)]
+        run, changes = wait_for(recorded, lambda found: found[0].state == "finished")
         assert changes == [(5, "eps0", 0.05), (12, "delta", 0.0)] and len(run.lesson["events"]) == 4
         assert errors(tab) == [], "\n".join(tab.errors)
     finally:
@@ -247,7 +252,7 @@ def test_the_story_lesson_on_mnist(mnist_dir, khrbm_app_server, khrbm_browser):
             label="Init robustness: plain vs KH_TD, then Δ → 0, then TD → BU")
         tab.click(".khrbm-lesson-play")
         wait_for(lambda: caption(tab, "waiting"), lambda v: v == "1", timeout=60)
-        assert "Two RBMs learn MNIST digits" in tab.text(".khrbm-caption-pane")
+        assert "Two RBMs learn MNIST from the same bad start" in tab.text(".khrbm-caption-pane")
         tab.page.locator(".khrbm-library .card-header").first.click()         # fold the card away for the class
         tab.click(".khrbm-continue")
         wait_for(lambda: caption(tab, "event"), lambda v: v == "2", timeout=180, every=0.5)

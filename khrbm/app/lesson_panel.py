@@ -13,6 +13,7 @@ import html
 
 import panel as pn
 
+from ..config import LIVE_FIELDS
 from . import lessons, urlstate
 from .errors import guarded
 from .setups import registry
@@ -20,7 +21,8 @@ from .setups import registry
 WIDTH = 300
 CAPTION_CSS = """
 .khrbm-caption { border-left: 7px solid #CC79A7; background: #fbf2f7; border-radius: 6px; padding: 4px 14px 6px 12px; }
-.khrbm-caption-head { font-size: 13px; color: #8E3B74; font-weight: 700; letter-spacing: .02em; }
+.khrbm-caption-head { font-size: 13px; color: #8E3B74; font-weight: 700; letter-spacing: .02em; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; }
 .khrbm-caption-body { font-size: 26px; line-height: 1.22; color: #1b1b1b; font-weight: 500; }
 .khrbm-caption-body.empty { color: #777; font-size: 18px; }
 """
@@ -35,6 +37,7 @@ class LessonPanel:
         self.lab = lab
         self.choices: dict[str, lessons.LessonChoice] = {}
         self.start: urlstate.Setup | None = None      # the setup the lesson started from (what Reset goes back to)
+        self._changes_seen = 0                        # changes in the last snapshot shown
         self.picker = pn.widgets.Select(options={}, width=WIDTH, css_classes=["khrbm-lesson-pick"], margin=(4, 6))
         self.about = pn.pane.HTML("", width=WIDTH, margin=(0, 8), stylesheets=[ABOUT_CSS],
                                   css_classes=["khrbm-lesson-about"])
@@ -134,10 +137,15 @@ class LessonPanel:
         """Show the caption of ``snap`` (the band is hidden without a lesson) and Continue where it waits."""
         state = lessons.caption_state(snap)
         if state is None:
+            self._changes_seen = 0
             if self.band.visible:
                 self.band.visible = False
             return
-        name = self.lab.lesson.name if self.lab.lesson is not None and self.lab.lesson.name else "lesson"
+        if len(snap.changes) != self._changes_seen:        # its events set arm A's settings: the sidebar follows
+            self._changes_seen = len(snap.changes)
+            self.lab.controls.show(self.lab.shown_config(), names=sorted(LIVE_FIELDS))
+        lesson = self.lab.lesson
+        name = f" · {html.escape(lesson.name)}" if lesson is not None and lesson.name else ""
         where = f"event {state.number} of {state.total}" if state.number else f"{state.total} events"
         following = (f" · next at epoch {state.next_epoch:.2f}" if state.next_epoch is not None
                      else " · last event")
@@ -146,7 +154,7 @@ class LessonPanel:
                 else "<div class='khrbm-caption-body empty'>(no caption yet)</div>")
         text = (f"<div class='khrbm-caption' data-event='{state.number}' data-event-step='{state.step}' "
                 f"data-waiting='{int(state.waiting)}' data-total='{state.total}'>"
-                f"<div class='khrbm-caption-head'>LESSON · {html.escape(name)} · {where}{following}{waiting}</div>"
+                f"<div class='khrbm-caption-head'>LESSON · {where}{following}{waiting}{name}</div>"
                 f"{body}</div>")
         if self.caption.object != text:
             self.caption.object = text

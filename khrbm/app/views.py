@@ -26,6 +26,7 @@ MARKER_COLOR = "#555555"
 LESSON_COLOR = "#CC79A7"                        # Okabe-Ito reddish purple: a lesson's events on the curves
 LESSON_TEXT = "#8E3B74"
 TIMELINE_RIGHT = 0.6                            # a lesson's labels right of this share of the x axis: to the left
+TIMELINE_ROW = 0.1                              # every other label one row lower (share of the frame's height)
 
 MODE_LABEL = {"off": "plain RBM", "td": "KH_TD", "bu": "KH_BU"}
 
@@ -402,12 +403,12 @@ class CurvesView:
             fig.scatter("x", "y", source=self.now, size="size", color=now_point, y_range_name="right")
         self.markers = ColumnDataSource({"x": []})
         fig.vspan(x="x", source=self.markers, line_color=MARKER_COLOR, line_dash="dotted", line_width=1.5)
-        self.timeline = ColumnDataSource({"x": [], "label": [], "align": [], "dx": []})   # a lesson's events
+        self.timeline = ColumnDataSource({"x": [], "y": [], "label": [], "align": [], "dx": []})  # a lesson's events
         fig.vspan(x="x", source=self.timeline, line_color=LESSON_COLOR, line_dash="dashed", line_width=1.5,
                   line_alpha=0.8)
         fig.extra_y_ranges = {**fig.extra_y_ranges, "timeline": Range1d(0, 1)}    # 1: the frame's top
         fig.extra_y_scales = {**fig.extra_y_scales, "timeline": LinearScale()}    # also beside a log y axis
-        fig.add_layout(LabelSet(x="x", y=0.99, y_range_name="timeline", text=field("label"), source=self.timeline,
+        fig.add_layout(LabelSet(x="x", y=field("y"), y_range_name="timeline", text=field("label"), source=self.timeline,
                                 x_offset=field("dx"), text_align=field("align"), text_baseline="top",
                                 text_font_size="10.5px", text_color=LESSON_TEXT,
                                 text_font_style="bold", background_fill_color="white", background_fill_alpha=0.75))
@@ -449,8 +450,8 @@ class CurvesView:
         lo, hi = x_range_from(xs)
         set_range(self.fig.x_range, (lo, hi))
         right = t_x > lo + TIMELINE_RIGHT * (hi - lo)          # labels of the right part end at their line
-        marks = {"x": t_x, "label": list(t_labels), "align": np.where(right, "right", "left").tolist(),
-                 "dx": np.where(right, -3.0, 3.0)}
+        marks = {"x": t_x, "y": 0.99 - TIMELINE_ROW * (np.arange(len(t_x)) % 2), "label": list(t_labels),
+                 "align": np.where(right, "right", "left").tolist(), "dx": np.where(right, -3.0, 3.0)}
         if not np.array_equal(t_x, self.timeline.data["x"]) or marks["label"] != list(self.timeline.data["label"]) \
                 or marks["align"] != list(self.timeline.data["align"]):
             self.timeline.data = marks
