@@ -209,6 +209,7 @@ def test_a_lesson_shows_its_captions_at_their_steps_and_waits_for_continue(khrbm
         wait_for(lambda: caption(tab, "event"), lambda v: v == "2")
         assert caption(tab, "event-step") == "5" and "Second" in tab.text(".khrbm-caption-pane")
         tab.wait_attr("changes", lambda v: v == "1")                          # ε0 → 0.05, logged at step 5
+        wait_for(lambda: input_value(tab, "eps0"), lambda v: v == "0.05")     # and shown in the sidebar
         assert tab.page.locator(".khrbm-continue button").first.is_hidden()
 
         tab.click(".khrbm-start")                                             # runs on to the pause at step 12
@@ -218,6 +219,7 @@ def test_a_lesson_shows_its_captions_at_their_steps_and_waits_for_continue(khrbm
         tab.page.locator(".khrbm-continue button").first.wait_for(state="visible", timeout=10000)
         time.sleep(1.5)
         assert tab.step() == 12 and tab.attr("state") == "paused"            # it waits for the teacher
+        assert input_value(tab, "delta") == "0"
         labels = tab.page.evaluate("""() => {                            // the timeline's labels on the curves
             const out = [];
             for (const doc of window.Bokeh.documents)
@@ -252,7 +254,7 @@ def test_the_story_lesson_on_mnist(mnist_dir, khrbm_app_server, khrbm_browser):
             label="Init robustness: plain vs KH_TD, then Δ → 0, then TD → BU")
         tab.click(".khrbm-lesson-play")
         wait_for(lambda: caption(tab, "waiting"), lambda v: v == "1", timeout=60)
-        assert "Two RBMs learn MNIST from the same bad start" in tab.text(".khrbm-caption-pane")
+        assert "Two RBMs learn MNIST from one bad start" in tab.text(".khrbm-caption-pane")
         tab.page.locator(".khrbm-library .card-header").first.click()         # fold the card away for the class
         tab.click(".khrbm-continue")
         wait_for(lambda: caption(tab, "event"), lambda v: v == "2", timeout=180, every=0.5)

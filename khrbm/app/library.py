@@ -24,7 +24,7 @@ class Library:
         self.runs = RecentRuns(lab)
         self.lessons = LessonPanel(lab)
         self.tabs = pn.Tabs(("My setups", self.setups.view()), ("Recent runs", self.runs.view()),
-                            ("Lessons", self.lessons.view()), dynamic=False, margin=0,
+                            ("Lessons", self.lessons.view()), dynamic=True, margin=0,
                             css_classes=["khrbm-library-tabs"])
         self.tabs.param.watch(self._tab, "active")
         self.band = self.lessons.band            # main area: the lesson's caption and Continue
