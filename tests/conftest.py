@@ -21,6 +21,10 @@ from pathlib import Path
 
 import pytest
 
+# scikit-learn's check_array_api_input (numpy namespace) runs only with SciPy's array-API mode, which must be on
+# before SciPy is first imported; without it the estimator checks would skip that check.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"

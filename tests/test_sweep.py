@@ -122,7 +122,10 @@ def test_two_worker_cluster_survives_a_killed_worker_and_records_a_failed_run(tm
         killed, deadline = None, time.time() + 240
         while killed is None and time.time() < deadline and sweep.poll() is None:
             time.sleep(0.02)
-            if (target / "checkpoint.npz").exists() and not (target / "result.json").exists():
+            # killed once its first epoch is both checkpointed and logged (the two writes are not one)
+            log = target / "train.log"
+            if ((target / "checkpoint.npz").exists() and not (target / "result.json").exists()
+                    and log.exists() and "epoch 1/8 ·" in log.read_text()):
                 for addr, keys in client.processing().items():
                     if f"khrbm-run-{target.name}" in keys:
                         os.kill(pids[addr], signal.SIGKILL)

@@ -11,26 +11,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import rng
-from ..config import RunConfig
+from ..config import FIELD, RunConfig
 from .kh import kh_delta, kh_epsilon
 from .rbm import Params, cd_gradient
 
 
 @dataclass(frozen=True)
 class StepSettings:
-    lr: float = 0.1
-    k: int = 1
-    kh_mode: str = "off"
+    """What one step reads; the defaults are the config's (``FIELD``), ε the scheduled KH step size."""
+    lr: float = FIELD["lr"].default
+    k: int = FIELD["k"].default
+    kh_mode: str = FIELD["kh_mode"].default
     eps: float = 0.0
-    delta: float = 0.4
-    ell: int = 1
-    ell_band: bool = False
-    radius: float = 1.0
-    p: float = 2.0
-    shuffle_xi: bool = False
+    delta: float = FIELD["delta"].default
+    ell: int = FIELD["ell"].default
+    ell_band: bool = FIELD["ell_band"].default
+    radius: float = FIELD["radius"].default
+    p: float = FIELD["p"].default
+    shuffle_xi: bool = FIELD["shuffle_xi"].default
     persistent: bool = False
     n_labels: int = 0
-    label_sampling: str = "argmax"
+    label_sampling: str = FIELD["label_sampling"].default
 
     @classmethod
     def from_config(cls, cfg: RunConfig, epoch: float, n_labels: int) -> "StepSettings":
