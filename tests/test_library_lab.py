@@ -119,3 +119,7 @@ def test_a_registry_that_cannot_be_written_is_said_once_and_training_goes_on(tmp
         lab._on_reset(None)
     assert lab.banner.object.count("Runs are not recorded in the registry") == 1
     assert "not a readable khrbm registry" in lab.banner.object
+    lab.library.refresh()                       # opening the card: each list says why it is empty, no error box
+    assert not lab.errorbox.visible
+    assert "Not listed: registry" in lab.library.setups.details.object
+    assert "Not listed: registry" in lab.library.runs.details.object

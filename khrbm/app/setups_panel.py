@@ -36,12 +36,23 @@ def _button(name, css, width=90, **kw):
     return pn.widgets.Button(name=name, css_classes=[css], width=width, margin=(4, 3), **kw)
 
 
+def read_lists(read) -> tuple[list, str]:
+    """``read(registry)`` and no problem, or an empty list and the registry's problem as a line of the tab."""
+    try:
+        with setups.registry() as reg:
+            return read(reg), ""
+    except UserError as exc:
+        return [], f"<span style='color:#8a4b00'>Not listed: {html.escape(str(exc))}</span>"
+
+
 class MySetups:
     """The "My setups" tab."""
 
     def __init__(self, lab):
         self.lab = lab
         self._confirm: tuple | None = None          # (name, time) of a first click on Delete
+        self._saved: dict = {}                       # the saved setups listed, by name
+        self._problem = ""                          # why the registry could not be read, as a line of the tab
         self.list = pn.widgets.Select(options={}, size=5, width=WIDTH, margin=(4, 6), css_classes=["khrbm-setups-list"])
         self.details = pn.pane.HTML("", width=WIDTH, margin=(0, 8), stylesheets=[SMALL],
                                     css_classes=["khrbm-setup-details"])
@@ -78,9 +89,9 @@ class MySetups:
                          self.said, margin=0)
 
     def refresh(self, pick: str | None = None):
-        """Read the saved setups again; pick ``pick`` (else keep the one picked)."""
-        with setups.registry() as reg:
-            saved = reg.setups()
+        """Read the saved setups again; pick ``pick`` (else keep the one picked). A registry that cannot be
+        read leaves the list empty and says why in the tab (the lab's banner already says it once)."""
+        saved, self._problem = read_lists(lambda reg: reg.setups())
         self._saved = {s.name: s for s in saved}
         keep = pick if pick in self._saved else (self.list.value if self.list.value in self._saved else None)
         self.list.options = {setups.setup_label(s): s.name for s in saved}
@@ -88,8 +99,8 @@ class MySetups:
         self._picked(None)
 
     def _picked(self, _event):
-        saved = getattr(self, "_saved", {}).get(self.list.value)
-        self.details.object = setups.setup_details(saved) if saved else "No setup saved yet."
+        saved = self._saved.get(self.list.value)
+        self.details.object = setups.setup_details(saved) if saved else (self._problem or "No setup saved yet.")
         self._unconfirm()
 
     def _unconfirm(self):
@@ -152,6 +163,7 @@ class RecentRuns:
     def __init__(self, lab):
         self.lab = lab
         self.records: dict[int, object] = {}
+        self._problem = ""                          # why the registry could not be read, as a line of the tab
         self.overlaid: int | None = None            # id of the run whose curves are overlaid
         self._recorders: list[TrainerRecorder] = []
         self._noticed = False
@@ -208,9 +220,8 @@ class RecentRuns:
 
     # --- the list -----------------------------------------------------------------------------------------
     def refresh(self):
-        with setups.registry() as reg:
-            reg.reap()
-            records = reg.recent(RECENT)
+        """Read the recent runs again (a registry that cannot be read: an empty list, and why in the tab)."""
+        records, self._problem = read_lists(self._recent)
         now = time.time()
         self.records = {r.id: r for r in records}
         keep = self.list.value if self.list.value in self.records else None
@@ -218,9 +229,14 @@ class RecentRuns:
         self.list.value = keep if keep is not None else (records[0].id if records else None)
         self._picked(None)
 
+    @staticmethod
+    def _recent(reg) -> list:
+        reg.reap()                                   # runs whose process is gone end "interrupted"
+        return reg.recent(RECENT)
+
     def _picked(self, _event):
         record = self.records.get(self.list.value)
-        self.details.object = setups.run_details(record) if record else "No run recorded yet."
+        self.details.object = setups.run_details(record) if record else (self._problem or "No run recorded yet.")
         self.overlay_btn.name = "No overlay" if record is not None and record.id == self.overlaid else "Overlay"
 
     @guarded
