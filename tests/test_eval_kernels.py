@@ -136,6 +136,62 @@ def test_float32_softplus_tail_accuracy():
     assert (np.abs(ours - exact) / np.maximum(exact, 1e-300))[exact > 1e-30].max() < 1.2e-7
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_split_metrics_one_pass_equals_numpy(mnist, dtype):
+    """split_metrics (one pass: the MSE, the cross-entropy, the accuracy) gives the NumPy metrics' values on
+    V = [x, one-hot y], from uint8 pixels as from float ones, and the same MSE/CE whether or not it predicts."""
+    x, y = mnist
+    p = _params(794, 45, dtype)
+    V = _visible(x, y, 10, dtype)
+    mse_ref, ce_ref = _numpy_recon(V, p, 17, 784)
+    acc_ref = metrics.crbm_accuracy(x, y, p, 10)
+    ours = ek.split_metrics(x, y, p, 17, 10, True)
+    assert ek.split_metrics(x.astype(dtype), y, p, 17, 10, True) == ours
+    assert ek.split_metrics(x, y, p, 17, 10, False)[:2] == ours[:2]
+    assert np.isnan(ek.split_metrics(x, y, p, 17, 10, False)[2])
+    assert ours[2] == acc_ref
+    if dtype == np.float64:
+        np.testing.assert_allclose(ours[:2], (mse_ref, ce_ref), rtol=1e-11, atol=0)
+    else:
+        assert abs(ours[0] - mse_ref) * V.shape[0] * 784 <= 3
+        assert abs(ours[1] - ce_ref) <= 1e-6 * ce_ref
+    q = _params(784, 45, dtype)                                  # a plain RBM: no label block, no accuracy
+    mse, ce, acc = ek.split_metrics(x, y, q, 3, 0, True)
+    assert np.isnan(acc) and (mse, ce) == ek.reconstruction_metrics(_visible(x, y, 0, dtype), q, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_accuracy_large_activations_take_the_direct_terms(mnist, dtype):
+    """Pre-activations or label weights beyond EXP_RANGE (where e^{±c} e^{±W_y} could overflow) are scored
+    term by term: still NumPy's float64 argmax."""
+    x, y = mnist
+    big_c = _params(794, 30, dtype)
+    big_c.W[:784] *= 60                                          # |b + xW| far beyond EXP_RANGE for most rows
+    big_w = _params(794, 30, dtype)
+    big_w.W[784 + 4] += dtype(2 * ek.EXP_RANGE)                  # one label row beyond EXP_RANGE
+    for p in (big_c, big_w):
+        c = np.asarray(x, np.float64) @ p.W[:784].astype(np.float64) + p.b
+        assert np.abs(c).max() > ek.EXP_RANGE or np.abs(p.W[784:]).max() > ek.EXP_RANGE
+        np.testing.assert_array_equal(ek.crbm_predict(x, p, 10), crbm_log_posterior(x, p, 10).argmax(axis=1))
+
+
+def test_values_do_not_depend_on_the_number_of_threads(mnist):
+    """Chunks have fixed rows and partial sums of their own: one thread or two give the same bits."""
+    import numba
+
+    x, y = mnist
+    p = _params(794, 40, np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = ek.split_metrics(x, y, p, 8, 10, True)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = ek.split_metrics(x, y, p, 8, 10, True)
+    finally:
+        numba.set_num_threads(before)
+    assert one == two
+
+
 def test_run_evaluate_same_point_on_both_backends(mnist_dir):
     """Run.evaluate through the kernels (backend numba) and through NumPy (backend numpy): one point."""
     cfg = RunConfig(task="classification", n_hidden=30, train_size=500, val_size=300, eval_size=200,

@@ -24,8 +24,8 @@ from hypothesis.extra import numpy as hnp
 from khrbm.cli import build_parser
 from khrbm.cli.common import config_from_args
 from khrbm.config import FIELD, FIELDS, MAX_CONFIG_BYTES, ConfigError, RunConfig, check_value
-from khrbm.train.checkpoint import (MAX_MEMBERS, RUN_KEYS, CheckpointError, load_npz, read_checkpoint,
-                                    read_trainer_checkpoint)
+from khrbm.train.checkpoint import (COMPETITION_KEYS, MAX_MEMBERS, RUN_KEYS, CheckpointError, load_npz,
+                                    read_checkpoint, read_trainer_checkpoint)
 from khrbm.train.run import Run
 
 MiB = 1 << 20
@@ -242,7 +242,8 @@ arrays = hnp.arrays(dtypes, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0,
 
 
 @cases(200)
-@given(key=st.sampled_from([*RUN_KEYS, "chain"]), value=arrays | st.sampled_from(["pickle", "object"]))
+@given(key=st.sampled_from([*RUN_KEYS, "chain", *COMPETITION_KEYS]),
+       value=arrays | st.sampled_from(["pickle", "object"]))
 def test_any_array_in_any_place(scratch, saved, key, value):
     marker = scratch / "unpickled"
     if isinstance(value, str):

@@ -28,6 +28,7 @@ from ..config import FIELD, MID_RUN_FIELDS, ConfigError, RunConfig, check_value
 from . import controls, files, layout, library, presets, session, urlstate, views
 from .dashboard import Dashboard
 from .errors import KNOWN, UserError, describe, guarded, short_message
+from .inspect import InspectPanel
 from .session import log
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -101,6 +102,7 @@ class Lab(pn.viewable.Viewer):
                                    config=lambda: files.config_json(self.shown_config()),
                                    on_upload=self._on_upload, report=self.error)
         self.dashboard = Dashboard()
+        self.inspect = InspectPanel(report=self.error)     # the unit panel (an overlay, opened by a click)
         self.library = library.Library(self)   # My setups, Recent runs, Lessons
 
     def _build_buttons(self):
@@ -270,7 +272,8 @@ class Lab(pn.viewable.Viewer):
         self.controls.show(setup.config, setup.compare)
         p = presets.PRESETS[setup.preset]
         changed = "" if setup == urlstate.preset_setup(setup.preset) else " (with the link's changes)"
-        self._loaded_msg = f"Loaded “{p.name}”{changed}: {p.description}. Press ▶ Start." if loaded is None else loaded
+        self._loaded_msg = loaded if loaded is not None else \
+            f"Loaded “{p.name}”{changed}: {p.description}. Press ▶ Start."
         self.clear_error()
         self.tick(force=True)
 
@@ -532,12 +535,14 @@ class Lab(pn.viewable.Viewer):
             if board.needs_rebuild(snap):
                 t0 = time.perf_counter()
                 board.rebuild(snap)
+                self.inspect.attach(board)
                 log.info("session %s: views rebuilt in %.2f s", self.session_id, time.perf_counter() - t0)
                 self._last_mosaic = 0.0
             now = time.monotonic()
             heavy = (force or now - self._last_mosaic >= MOSAIC_MIN_INTERVAL or snap.state != "running")
             heavy = heavy and self._mosaic_version != snap.version
             board.update(snap, heavy)
+            self.inspect.update(snap, heavy)
             if heavy:
                 self._mosaic_version = snap.version
                 self._last_mosaic = now

@@ -50,7 +50,8 @@ def sidebar(lab) -> list:
 
 def main(lab) -> pn.Column:
     return pn.Column(lab.banner, lab.errorbox, lab.status, lab.library.band, lab.library.viewer,
-                     *lab.dashboard.rows(), lab.files.row(),
+                     *lab.dashboard.rows(), pn.Row(lab.files.row(), lab.inspect.open_button, margin=0),
+                     lab.inspect.view,
                      sizing_mode="stretch_width", margin=0, css_classes=["khrbm-main"])
 
 

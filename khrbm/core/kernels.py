@@ -266,17 +266,20 @@ def _column_sums(S, tot):
 
 @njit(**_JIT)
 def _gather(out, r, idx, val, nnz, binary, S, tot, use_tot):
-    """out[r] = Σ_n val[r, n] · S[idx[r, n]] over the row's non-zero entries (4 rows of S per pass).
+    """out[r] = Σ_n val[r, n] · S[idx[r, n]]: :func:`_gather_row` of row r of the index lists."""
+    _gather_row(out[r], idx[r], val[r], nnz[r], binary[r], S, tot, use_tot)
+
+
+@njit(**_JIT)
+def _gather_row(o, ix, vx, nn, binary, S, tot, use_tot):
+    """o = Σ_n vx[n] · S[ix[n]] over the nn non-zero entries of one index list (4 rows of S per pass).
     For a binary row with more ones than zeros (and ``use_tot``: tot = column sums of S) it is
-    computed as tot - Σ over the zero entries, which costs min(ones, zeros) row additions."""
+    computed as tot - Σ over the zero entries ix[nn:], which costs min(ones, zeros) row additions."""
     K = S.shape[1]
     n_all = S.shape[0]
-    o = out[r]
-    ix = idx[r]
     for k in range(K):
         o[k] = 0
-    nn = nnz[r]
-    if use_tot and binary[r] and 2 * nn > n_all:
+    if use_tot and binary and 2 * nn > n_all:
         n = nn
         while n + 4 <= n_all:
             s0 = S[ix[n]]
@@ -294,7 +297,6 @@ def _gather(out, r, idx, val, nnz, binary, S, tot, use_tot):
         for k in range(K):
             o[k] = tot[k] - o[k]
         return
-    vx = val[r]
     n = 0
     while n + 4 <= nn:
         s0 = S[ix[n]]
@@ -317,23 +319,33 @@ def _gather(out, r, idx, val, nnz, binary, S, tot, use_tot):
 
 
 @njit(**_JIT)
-def _sample_list(p, key, base, hi):
-    """h = u < p with u = uniform_at(key, base + j), as a two-ended index list in hi (ones ascending,
-    then zeros descending); returns the number of ones."""
+def _sample_list(p, key, base, hi, mask):
+    """h = u < p with u = uniform_at(key, base + j), as an index list in hi (ones ascending; if more
+    than half are on, the zeros follow, descending, for the complement gathers); returns the number of
+    ones. The draws go to ``mask`` first (a loop that vectorizes), then a branch-free compaction."""
     M = p.shape[0]
-    c = 0
+    cnt = 0
     for j in range(M):
         on = uniform_at(key, base + np.uint64(j)) < p[j]
-        hi[c] = j
-        hi[M - 1 - j + c] = j
-        c += on
+        mask[j] = on
+        cnt += on
+    c = 0
+    if 2 * cnt > M:
+        for j in range(M):
+            hi[c] = j
+            hi[M - 1 - j + c] = j
+            c += mask[j]
+    else:
+        for j in range(M):
+            hi[c] = j
+            c += mask[j]
     return c
 
 
 @njit(**_JIT)
-def _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, Ph, D):
-    """P[r] = σ(pre[r] + b); D[r] = Ph[r] - P[r] if Ph has rows; if ``sample``: h = u < P[r] as a
-    two-ended index list (ones ascending, then zeros descending) with u = uniform_at(key, r·M + j)."""
+def _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, hmask, Ph, D):
+    """P[r] = σ(pre[r] + b); D[r] = Ph[r] - P[r] if Ph has rows; if ``sample``: h = u < P[r] as an
+    index list (:func:`_sample_list`, scratch hmask[r]) with u = uniform_at(key, r·M + j)."""
     M = P.shape[1]
     pr = pre[r]
     p = P[r]
@@ -345,20 +357,20 @@ def _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, Ph, D):
         for j in range(M):
             d[j] = ph[j] - p[j]
     if sample:
-        hnnz[r] = _sample_list(p, key, np.uint64(r) * np.uint64(M), hidx[r])
+        hnnz[r] = _sample_list(p, key, np.uint64(r) * np.uint64(M), hidx[r], hmask[r])
 
 
 @njit(**_PJIT)
-def _hidden(idx, val, nnz, binary, nrows, W, tot, use_tot, b, pre, P, key, sample, hidx, hnnz, Ph, D):
+def _hidden(idx, val, nnz, binary, nrows, W, tot, use_tot, b, pre, P, key, sample, hidx, hnnz, hmask, Ph, D):
     """pre = v W (row gathers), P = σ(pre + b); if ``sample``: h = u < P as index lists (hidx, hnnz)
     with u = uniform_at(key, r·M + j). If ``Ph`` has rows: D = Ph - P (the gradient's difference)."""
     for r in prange(nrows):
         _gather(pre, r, idx, val, nnz, binary, W, tot, use_tot)
-        _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, Ph, D)
+        _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, hmask, Ph, D)
 
 
 @njit(**_PJIT)
-def _hidden_update(idx, val, nnz, nrows, slot_of, dS, b, pre, P, key, sample, hidx, hnnz):
+def _hidden_update(idx, val, nnz, nrows, slot_of, dS, b, pre, P, key, sample, hidx, hnnz, hmask):
     """After a KH change δ of some rows of W (row i changed by dS[slot_of[i]] where slot_of[i] >= 0):
     pre += v δ (only the changed rows), then P and the sample as in :func:`_hidden`."""
     M = pre.shape[1]
@@ -392,7 +404,7 @@ def _hidden_update(idx, val, nnz, nrows, slot_of, dS, b, pre, P, key, sample, hi
             dq = dS[q]
             for j in range(M):
                 pr[j] += v * dq[j]
-        _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, P[:0], P)
+        _probs_and_sample(r, pre, b, P, key, sample, hidx, hnnz, hmask, P[:0], P)
 
 
 @njit(**_PJIT)
@@ -783,7 +795,7 @@ class NumbaStepper:
         # index lists: the data (x), the PCD chain start (c), hidden and visible samples (h, v)
         self.xidx, self.xval, self.xnnz, self.xbin = e((B, N), i32), e((B, N), dt), e(B, i32), e(B, np.bool_)
         self.cidx, self.cval, self.cnnz, self.cbin = e((B, N), i32), e((B, N), dt), e(B, i32), e(B, np.bool_)
-        self.hidx, self.hnnz = e((B, M), i32), e(B, i32)
+        self.hidx, self.hnnz, self.hmask = e((B, M), i32), e(B, i32), e((B, M), np.uint8)
         self.hval = np.ones((B, M), dt)
         self.vidx, self.vnnz = e((B, N), i32), e(B, i32)
         self.vval = np.ones((B, N), dt)
@@ -890,12 +902,12 @@ class NumbaStepper:
         # positive phase (and, for CD, the first hidden sample: the chain starts at X)
         if not updated:
             _hidden(self.xidx, self.xval, self.xnnz, self.xbin, nr, W, self._totW(W, x_dense), x_dense, b,
-                    self.pre, self.Ph, h_key, cd_start, self.hidx, self.hnnz, none, none)
+                    self.pre, self.Ph, h_key, cd_start, self.hidx, self.hnnz, self.hmask, none, none)
         if st.persistent:
             _to_lists(chain, nr, self.cidx, self.cval, self.cnnz, self.cbin)
             c_dense = self._dense(self.cnnz, nr, N)
             _hidden(self.cidx, self.cval, self.cnnz, self.cbin, nr, W, self._totW(W, c_dense), c_dense, b,
-                    self.pre, self.Pc, h_key, True, self.hidx, self.hnnz, none, none)
+                    self.pre, self.Pc, h_key, True, self.hidx, self.hnnz, self.hmask, none, none)
         k = int(st.k)
         out = np.empty((nr, N), self.dtype) if st.persistent else None
         softmax = st.label_sampling != "argmax"         # as rbm.sample_visible
@@ -904,7 +916,7 @@ class NumbaStepper:
                 v_dense = self._dense(self.vnnz, nr, N)
                 _hidden(self.vidx, self.vval, self.vnnz, self.ones, nr, W, self._totW(W, v_dense), v_dense, b,
                         self.pre, self.Pc, _key(rng.stream(key, rng.GIBBS_HIDDEN + 2 * t)), True,
-                        self.hidx, self.hnnz, none, none)
+                        self.hidx, self.hnnz, self.hmask, none, none)
             h_dense = self._dense(self.hnnz, nr, M)
             y_key = _key(rng.stream(key, rng.GIBBS_LABEL + t)) if st.n_labels else np.uint64(0)
             _visible(self.hidx, self.hval, self.hnnz, self.ones, nr, self.WT, self._totWT(h_dense), h_dense,
@@ -912,7 +924,7 @@ class NumbaStepper:
                      softmax, out if (out is not None and t == k - 1) else self.V, self.vidx, self.vnnz)
         v_dense = self._dense(self.vnnz, nr, N)
         _hidden(self.vidx, self.vval, self.vnnz, self.ones, nr, W, self._totW(W, v_dense), v_dense, b,
-                self.pre, self.Qh, np.uint64(0), False, self.hidx, self.hnnz, self.Ph, self.D)
+                self.pre, self.Qh, np.uint64(0), False, self.hidx, self.hnnz, self.hmask, self.Ph, self.D)
         _grad_lists(self.xidx, self.xval, self.xnnz, self.vidx, self.vnnz, nr,
                     self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd)
         _apply_gradient(nr, self.cx, self.cxv, self.nx, self.cv, self.nv, self.cd, self.nd,
@@ -959,7 +971,7 @@ class NumbaStepper:
             # x = h ~ Bern(σ(XW+b)) (stream KH_HIDDEN); currents I[s] = h[s] Sᵀ: gathers of rows of G
             _hidden(self.xidx, self.xval, self.xnnz, self.xbin, nr, W, self._totW(W, x_dense), x_dense, b,
                     self.pre, self.Pc, _key(rng.stream(key, rng.KH_HIDDEN)), True, self.hidx, self.hnnz,
-                    self.none, self.none)
+                    self.hmask, self.none, self.none)
             xidx, xval, xnnz, xbin = self.hidx, self.hval, self.hnnz, self.ones
         else:
             xidx, xval, xnnz, xbin = self.xidx, self.xval, self.xnnz, self.xbin
@@ -976,7 +988,7 @@ class NumbaStepper:
         if td:
             # W changed only in the rows of the touched pixels: update XW instead of recomputing it
             _hidden_update(self.xidx, self.xval, self.xnnz, nr, self.slot_of, self.dS, b, self.pre, self.Ph,
-                           h_key, cd_start, self.hidx, self.hnnz)
+                           h_key, cd_start, self.hidx, self.hnnz, self.hmask)
         _reset_slots(nslot, self.units, self.slot_of)
         return self.ranked[:nr].copy(), td
 

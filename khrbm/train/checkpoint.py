@@ -2,7 +2,11 @@
 
 Format (version 1): ``W``, ``a``, ``b``, ``step``, ``version``, ``config_json`` (the RunConfig as JSON),
 ``history`` and ``xi_history`` (float64 tables, columns ``HISTORY_KEYS`` / ``XI_KEYS``),
-``win_td``, ``win_bu``, ``inhibit_td``, ``inhibit_bu`` (competition counts), ``chain`` (PCD only). A trainer adds
+``win_td``, ``win_bu``, ``inhibit_td``, ``inhibit_bu`` (competition counts), ``chain`` (PCD only), and per mode m
+the rest of its competition (:mod:`khrbm.train.competition`; absent in files written before it, which load with
+an empty matrix and history): ``matrix_m`` (K × K winner → inhibited counts, only once counted and K ≤
+MAX_MATRIX_UNITS), ``count_steps_m``, ``count_wins_m``, ``count_inhibit_m`` (the counts at thinned metric
+points) and ``count_thinning_m`` (the thinning's stride and points seen). A trainer adds
 ``trainer_changes`` (the change log as JSON); an A/B pair stores each arm's arrays under the prefixes ``A.`` and
 ``B.`` plus ``arms`` (``"A,B"``).
 
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import FIELD, ConfigError, RunConfig, shown
+from .competition import HISTORY_ROWS
 from .outputs import atomic_write
 from .snapshot import ARM_NAMES, Change
 
@@ -32,7 +37,7 @@ HISTORY_KEYS = ("step", "epoch", "eps", "val_mse", "val_ce", "train_mse", "train
 XI_KEYS = ("step", "ratio", "cosine")
 MAX_CHECKPOINT_BYTES = 512 << 20   # uncompressed bytes all members may declare together (the largest model's
 #                                    A/B checkpoint, M = 10,000 in float64 with PCD chains, is ~260 MB)
-MAX_MEMBERS = 64                   # arrays in one file (an A/B checkpoint has 29)
+MAX_MEMBERS = 64                   # arrays in one file (an A/B checkpoint has at most 53)
 _KINDS = "biufU"                   # bool, integers, floats, unicode strings: nothing else is ever saved
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
                    (3, 0): np.lib.format.read_array_header_2_0}
@@ -52,6 +57,9 @@ def write_npz_atomic(path: str | Path, arrays: dict) -> Path:
 
 RUN_KEYS = ("W", "a", "b", "step", "version", "config_json", "history", "xi_history",
             "win_td", "win_bu", "inhibit_td", "inhibit_bu")
+COMPETITION_PARTS = ("matrix", "count_steps", "count_wins", "count_inhibit", "count_thinning")
+COMPETITION_KEYS = tuple(f"{part}_{mode}" for mode in ("td", "bu") for part in COMPETITION_PARTS)   # optional
+INT32_MAX = 2**31 - 1            # the matrix and the count history are int32
 
 
 def load_npz(path: str | Path, max_bytes: int = MAX_CHECKPOINT_BYTES) -> dict:
@@ -178,6 +186,8 @@ def check_run_arrays(arrays: dict, where: str) -> dict:
             counts = _need(arrays, key, where, "iu", 1, "a 1-D integer array")
             if len(counts) != n or (len(counts) and counts.min() < 0):
                 raise CheckpointError(f"{where}: {key} must hold {n} counts >= 0")
+    for mode, n in (("td", len(a)), ("bu", len(b))):
+        _check_competition(arrays, where, mode, n, step)
     for key, keys in (("history", HISTORY_KEYS), ("xi_history", XI_KEYS)):
         table = _need(arrays, key, where, "f", 2, f"a 2-D float table of {len(keys)} columns")
         if table.shape[1] != len(keys):
@@ -189,6 +199,36 @@ def check_run_arrays(arrays: dict, where: str) -> dict:
         if chain.shape[1] != len(a) or not len(chain) or not ((chain >= 0) & (chain <= 1)).all():
             raise CheckpointError(f"{where}: chain must be rows of {len(a)} visible units in [0, 1]")
     return arrays
+
+
+def _check_competition(arrays: dict, where: str, mode: str, K: int, step: int) -> None:
+    """The optional competition arrays of ``mode`` (K units): the winner → inhibited matrix, whose column sums
+    cannot exceed the inhibit counts, and the count history (steps in order, none past ``step``)."""
+    key = f"matrix_{mode}"
+    if key in arrays:
+        matrix = _need(arrays, key, where, "iu", 2, "a 2-D integer array")
+        if matrix.shape != (K, K) or (matrix.size and not 0 <= matrix.min() <= matrix.max() <= INT32_MAX):
+            raise CheckpointError(f"{where}: {key} must be a {K} × {K} table of counts from 0 to {INT32_MAX}")
+        if (matrix.sum(axis=0, dtype=np.int64) > arrays[f"inhibit_{mode}"]).any():
+            raise CheckpointError(f"{where}: {key} counts more inhibitions than inhibit_{mode}")
+    names = [f"{part}_{mode}" for part in COMPETITION_PARTS[1:]]
+    present = [n for n in names if n in arrays]
+    if not present:
+        return
+    if len(present) < len(names):
+        raise CheckpointError(f"{where}: has {present[0]} but not {next(n for n in names if n not in arrays)}")
+    steps = _need(arrays, names[0], where, "iu", 1, "a 1-D integer array")
+    n = len(steps)
+    for name in names[1:3]:
+        counts = _need(arrays, name, where, "iu", 2, "a 2-D integer array")
+        if counts.shape != (n, K) or (counts.size and not 0 <= counts.min() <= counts.max() <= INT32_MAX):
+            raise CheckpointError(f"{where}: {name} must hold {n} rows of {K} counts from 0 to {INT32_MAX}")
+    thinning = _need(arrays, names[3], where, "iu", 1, "a 1-D integer array")
+    if len(thinning) != 2 or not (thinning[0] >= 1 and thinning[0] & (thinning[0] - 1) == 0 and thinning[1] >= n):
+        raise CheckpointError(f"{where}: {names[3]} must be (a stride that is a power of 2, points seen >= {n})")
+    if n > HISTORY_ROWS or (n and (steps.min() < 0 or (np.diff(steps) < 0).any() or steps[-1] > step)):
+        raise CheckpointError(f"{where}: {names[0]} must hold at most {HISTORY_ROWS} steps in order from 0 to the "
+                              f"checkpoint's step {step}")
 
 
 def check_fits(arrays: dict, where: str, n_visible: int, n_hidden: int, batches_per_epoch: int,

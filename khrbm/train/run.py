@@ -22,6 +22,7 @@ from ..core.rbm import init_params, sigmoid
 from ..core.step import StepResult, StepSettings
 from .checkpoint import (CHECKPOINT_VERSION, HISTORY_KEYS, XI_KEYS, CheckpointError, check_fits, history_rows,
                          history_table, read_checkpoint, write_npz_atomic)
+from .competition import ModeCompetition
 
 ORDER = 0x0D3E       # purpose id: minibatch order of an epoch
 EVAL = 0xE7A1        # purpose id: random numbers of an evaluation
@@ -69,8 +70,9 @@ class Run:
         self._step_norm = None          # ‖θ‖₂ as the last step left θ (for divergence(); used once)
         self.history: list[dict] = []
         self.xi_history: list[dict] = []
-        self.win_counts = {"td": np.zeros(self.n_visible, np.int64), "bu": np.zeros(config.n_hidden, np.int64)}
-        self.inhibit_counts = {m: np.zeros_like(c) for m, c in self.win_counts.items()}
+        # the KH competition per mode since it was last switched on (counts, winner → inhibited matrix, history)
+        self.competition = {"td": ModeCompetition(self.n_visible), "bu": ModeCompetition(config.n_hidden)}
+        self.competition_version = 0    # grows whenever the competition state changes (for the snapshots)
         self._order_epoch = -1
         self._order = None
 
@@ -82,6 +84,15 @@ class Run:
     @property
     def epoch(self) -> float:
         return self.step / self.batches_per_epoch
+
+    @property
+    def win_counts(self) -> dict:
+        """{"td": wins per visible unit, "bu": wins per hidden unit} since each mode was last switched on."""
+        return {m: c.wins for m, c in self.competition.items()}
+
+    @property
+    def inhibit_counts(self) -> dict:
+        return {m: c.inhibited for m, c in self.competition.items()}
 
     def visible(self, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
         """The visible vectors of images x (and, for the cRBM, their one-hot labels y) in the run's dtype."""
@@ -141,10 +152,13 @@ class Run:
         return np.tile(self.chain, (reps, 1))[:n].copy()
 
     def _count(self, st: StepSettings, ranked: np.ndarray):
-        K = len(self.win_counts[st.kh_mode])
-        self.win_counts[st.kh_mode] += np.bincount(ranked[:, 0], minlength=K)
-        inhibited = ranked[:, 1:] if st.ell_band else ranked[:, -1]
-        self.inhibit_counts[st.kh_mode] += np.bincount(np.ravel(inhibited), minlength=K)
+        self.competition[st.kh_mode].add(ranked, st.ell_band)
+        self.competition_version += 1
+
+    def reset_counts(self, mode: str):
+        """KH mode ``mode`` is switched on: its competition counts start again from zero at this step."""
+        self.competition[mode].reset(self.step)
+        self.competition_version += 1
 
     def train_epoch(self, progress=None):
         """Finish the current epoch (all of it, from a whole-epoch boundary)."""
@@ -225,20 +239,27 @@ class Run:
         """Metrics at the current step on the first ``n_val`` validation images (None: all of them, within
         ``val_size``) and the first ``n_train`` training images (None: the fixed sample of ``eval_size``);
         appended to ``history``. The MSE and the cross-entropy of a split share one key, so one hidden
-        sample per image serves both (Eqs. 11, 12)."""
-        m = self.metrics
+        sample per image serves both (Eqs. 11, 12); the Numba backend scores a split in one pass
+        (:func:`eval_kernels.split_metrics`: the MSE, the cross-entropy and the cRBM's accuracy)."""
         point = {"step": self.step, "epoch": self.epoch, "eps": self.settings().eps}
         n_train = self.config.eval_size if n_train is None else n_train
         for split, n in (("val", n_val), ("train", n_train)):
             x, y = self.split(split, n)
-            V = self.visible(x, y)
-            key = rng.stream(self.config.seed, EVAL, self.step, split == "train")
-            point[f"{split}_mse"], point[f"{split}_ce"] = m.reconstruction_metrics(
-                V, self.params, rng.stream(key, 1), self.n_pixels)
+            key = rng.stream(rng.stream(self.config.seed, EVAL, self.step, split == "train"), 1)
+            accuracy = split == "val" and self.n_labels > 0
+            if self.metrics is eval_kernels:
+                mse, ce, acc = eval_kernels.split_metrics(x, y, self.params, key, self.n_labels, accuracy)
+            else:
+                mse, ce = metrics.reconstruction_metrics(self.visible(x, y), self.params, key, self.n_pixels)
+                acc = metrics.crbm_accuracy(x, y, self.params, self.n_labels) if accuracy else math.nan
+            point[f"{split}_mse"], point[f"{split}_ce"] = mse, ce
             if split == "val":
-                point["accuracy"] = m.crbm_accuracy(x, y, self.params, self.n_labels) if self.n_labels else math.nan
-        point["overlap"] = m.receptive_field_overlap(self.params.W, self.n_pixels)
+                point["accuracy"] = acc
+        point["overlap"] = self.metrics.receptive_field_overlap(self.params.W, self.n_pixels)
         self.history.append({k: point[k] for k in HISTORY_KEYS})
+        if self.config.kh_mode != "off":       # the competition counts of the mode on, for plots over time
+            self.competition[self.config.kh_mode].record(self.step)
+            self.competition_version += 1
         return self.history[-1]
 
     # --- checkpoints --------------------------------------------------------------------------------
@@ -247,9 +268,8 @@ class Run:
                   "step": np.int64(self.step), "version": np.int64(CHECKPOINT_VERSION),
                   "config_json": np.array(self.config.to_json()),
                   "history": history_table(self.history, HISTORY_KEYS), "xi_history": history_table(self.xi_history, XI_KEYS)}
-        for mode in ("td", "bu"):
-            arrays[f"win_{mode}"] = self.win_counts[mode]
-            arrays[f"inhibit_{mode}"] = self.inhibit_counts[mode]
+        for mode, competition in self.competition.items():
+            arrays.update(competition.arrays(mode))
         if self.chain is not None:
             arrays["chain"] = self.chain
         return arrays
@@ -288,9 +308,9 @@ class Run:
         self.chain = np.array(arrays["chain"], self.dtype) if "chain" in arrays else None
         self.history = history_rows(arrays["history"], HISTORY_KEYS)
         self.xi_history = history_rows(arrays["xi_history"], XI_KEYS)
-        for mode in ("td", "bu"):
-            self.win_counts[mode] = np.array(arrays[f"win_{mode}"], np.int64)
-            self.inhibit_counts[mode] = np.array(arrays[f"inhibit_{mode}"], np.int64)
+        for mode, competition in self.competition.items():
+            competition.restore(arrays, mode)
+        self.competition_version += 1
 
 
 def history_columns(rows: list[dict], keys=HISTORY_KEYS) -> dict:

@@ -37,6 +37,9 @@ class ArmSnapshot:
     the points on the full validation set (epoch boundaries), 0.0 for the subsample points.
     ``counts_mode`` is the KH mode the counts refer to: the current mode, or while KH is off the last
     mode that was on ("off", with empty arrays, if KH never ran since the reset).
+    ``competition``: the :class:`CompetitionRecord` of the counts' mode (published at a bounded rate, so it may
+    be a little older than the snapshot). ``probe_visible``: the visible vectors of the probe images (pixels
+    and, for the cRBM, their one-hot labels), for p(h|v) of one unit.
     """
     name: str
     config: RunConfig
@@ -59,6 +62,29 @@ class ArmSnapshot:
     n_labels: int = 0
     batches_per_epoch: int = 1
     mode_counts: dict = field(default_factory=dict, repr=False)
+    competition: "CompetitionRecord | None" = field(default=None, repr=False)
+    probe_visible: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class CompetitionRecord:
+    """What inspecting one unit needs beyond the counts (the app's unit panel): too big to copy into every
+    snapshot, so the trainer copies it only when it changed, at most every ``COMPETITION_INTERVAL`` s while
+    running (and at every publish otherwise); snapshots in between carry the same object.
+
+    ``matrix``: the K × K winner → inhibited counts of ``mode`` (:mod:`khrbm.train.competition`; None while KH
+    has not counted, or above MAX_MATRIX_UNITS). ``count_steps`` (n,), ``count_wins``, ``count_inhibited``
+    (n × K): the cumulative counts at thinned metric points. ``rf_steps`` (r,) and ``rf_weights`` (r read-only
+    copies of W): the weights at thinned metric points, for a unit's receptive field over time."""
+    version: int
+    step: int
+    mode: str
+    matrix: np.ndarray | None
+    count_steps: np.ndarray
+    count_wins: np.ndarray
+    count_inhibited: np.ndarray
+    rf_steps: np.ndarray
+    rf_weights: tuple
 
 
 @dataclass(frozen=True)

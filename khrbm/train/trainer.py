@@ -51,9 +51,10 @@ import numpy as np
 from ..config import FIELD, FIELDS, MID_RUN_FIELDS, RUN_WIDE_FIELDS, ConfigError, RunConfig
 from ..data import Dataset, load_dataset
 from .checkpoint import CheckpointError, changes_json, read_trainer_checkpoint, write_npz_atomic
+from .competition import Thinned
 from .lesson import Lesson, LessonError, LessonPlayer
 from .run import HISTORY_KEYS, XI_KEYS, Run, check_ell, history_columns
-from .snapshot import ARM_NAMES, ArmSnapshot, Change, Snapshot, frozen_copies, readonly
+from .snapshot import ARM_NAMES, ArmSnapshot, Change, CompetitionRecord, Snapshot, frozen_copies, readonly
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ FULL_EVAL_SHARE = 0.05     # full-set points too (on 60k MNIST: one per epoch if
 SNAPSHOT_SHARE = 0.01      # publishing snapshots while running (plus one at least every snapshot_interval)
 EVALS_PER_EPOCH = 10       # at most this many subsample points per epoch
 THROUGHPUT_WINDOW = 2.0    # seconds of the sliding window of samples/s
+COMPETITION_INTERVAL = 2.0  # while running, a snapshot's CompetitionRecord (the M×M or N×N matrix) is renewed at
+#                             most this often, and only when it changed (within the snapshots' share of time)
+RF_HISTORY = 8             # weights kept per arm at thinned metric points (a unit's receptive field over time)
 _counter = itertools.count(1)
 
 
@@ -163,6 +167,7 @@ class _Core:
         self.message = ""
         self.changes: list[Change] = []
         self.version = 0
+        self.competition_version = 0   # CompetitionRecord.version: grows with every new record
         self.dirty = False
         self.recorder = recorder
         self.lesson: Lesson | None = lesson      # played from the end of _prepare on
@@ -261,6 +266,10 @@ class _Core:
         self.last_eval_step = self.runs[0].step
         self.since_publish = 0
         self.last_publish = time.monotonic()
+        self.probe_visible = [readonly(np.array(v, np.float32)) for v in self.probe_V]
+        self.rf_history = [Thinned(RF_HISTORY) for _ in self.runs]      # (step, W copy) per arm
+        self._competition_cache: dict = {}       # arm -> (key, CompetitionRecord, time.monotonic() of the copy)
+        self._keep_weights()
 
     @staticmethod
     def _mode_with_counts(run: Run):
@@ -424,8 +433,7 @@ class _Core:
         for name, (old, new) in diff.items():
             self.changes.append(Change(run.step, run.epoch, ARM_NAMES[i], name, old, new))
             if name == "kh_mode" and new != "off":
-                run.win_counts[new][:] = 0
-                run.inhibit_counts[new][:] = 0
+                run.reset_counts(new)
                 self.last_mode[i] = new
         if diff:
             self.dirty = True
@@ -499,6 +507,7 @@ class _Core:
         for run in self.runs:
             n = run.config.eval_size
             run.evaluate(n_val=None if full else n, n_train=n)
+        self._keep_weights()
         self.last_eval_step = self.runs[0].step
         self.dirty = True
         seconds = time.perf_counter() - t0
@@ -507,6 +516,12 @@ class _Core:
             budget.observe(seconds)
         else:
             budget.charge(seconds)
+
+    def _keep_weights(self):
+        """Offer every arm's W at this step to its thinned receptive-field history (once per step)."""
+        for run, kept in zip(self.runs, self.rf_history):
+            if not kept.items or kept.items[-1][0] != run.step:
+                kept.offer(lambda: (run.step, readonly(run.params.W.copy())))
 
     def timing(self) -> dict:
         """Seconds spent since the last reset by the running loop, and by its evaluations and snapshots."""
@@ -557,7 +572,31 @@ class _Core:
             xi=self._columns(self._xi_cache, i, run, run.xi_history, XI_KEYS, False),
             counts_mode=mode, win_counts=readonly(win), inhibit_counts=readonly(inh), a=a, b=b,
             checksum=crc,
-            n_labels=run.n_labels, batches_per_epoch=run.batches_per_epoch, mode_counts=mode_counts)
+            n_labels=run.n_labels, batches_per_epoch=run.batches_per_epoch, mode_counts=mode_counts,
+            competition=self._competition_record(i, run, mode), probe_visible=self.probe_visible[i])
+
+    def _competition_record(self, i: int, run: Run, mode: str) -> CompetitionRecord:
+        """Arm i's CompetitionRecord: the last one while nothing changed, or while running and younger than
+        COMPETITION_INTERVAL; else fresh copies (the matrix, the count history; the kept weights are shared)."""
+        kept = self.rf_history[i]
+        key = (id(run), run.competition_version, mode, kept.seen)
+        now = time.monotonic()
+        last = self._competition_cache.get(i)
+        if last is not None and (last[0] == key or self.state == "running" and now - last[2] < COMPETITION_INTERVAL):
+            return last[1]
+        c = run.competition.get(mode)           # None while KH never ran ("off")
+        matrix = readonly(c.matrix.copy()) if c is not None and c.matrix is not None else None
+        steps, wins, inhibited = (readonly(x) for x in (c.history_arrays() if c is not None else
+                                                        (np.zeros(0, np.int64), np.zeros((0, 0), np.int32),
+                                                         np.zeros((0, 0), np.int32))))
+        self.competition_version += 1
+        record = CompetitionRecord(
+            version=self.competition_version, step=run.step, mode=mode, matrix=matrix, count_steps=steps,
+            count_wins=wins, count_inhibited=inhibited,
+            rf_steps=readonly(np.array([s for s, _ in kept.items], np.int64)),
+            rf_weights=tuple(w for _, w in kept.items))
+        self._competition_cache[i] = (key, record, now)
+        return record
 
     def _rate(self) -> float:
         if self.state != "running" or len(self.window) < 2:
