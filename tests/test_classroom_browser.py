@@ -9,10 +9,12 @@ import io
 import re
 import time
 
-import test_app_browser as browser_tests
-from test_app_browser import Tab, _errors, khrbm_browser, panel_serve  # noqa: F401 - khrbm_browser: a fixture
+import pytest
+from conftest import Tab, no_chromium, panel_serve
+from conftest import console_errors as _errors
 
-pytestmark = browser_tests.pytestmark
+pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.timeout(300), no_chromium]
 BARS = "preset=bars&epochs=2000"          # long enough to keep training through a test
 MARKERS_JS = """() => {
     let n = 0;                            // change markers: the data sources of one column x (vspans)
@@ -64,7 +66,7 @@ def wait_all_freed(log_path, timeout=60.0) -> str:
     raise AssertionError(f"after every tab closed the server still says {last!r}")
 
 
-def test_followers_watch_the_teachers_run_and_can_copy_it(khrbm_browser):  # noqa: F811
+def test_followers_watch_the_teachers_run_and_can_copy_it(khrbm_browser):
     env = {"KHRBM_MAX_TRAINERS": "3"}
     with panel_serve("app", "server-follow.log", env=env) as (url, log_path):
         teacher = Tab(khrbm_browser, f"{url}?{BARS}")
@@ -126,7 +128,7 @@ def test_followers_watch_the_teachers_run_and_can_copy_it(khrbm_browser):  # noq
         wait_all_freed(log_path)
 
 
-def test_a_tab_over_the_cap_waits_and_an_idle_tab_gives_its_trainer_back(khrbm_browser):  # noqa: F811
+def test_a_tab_over_the_cap_waits_and_an_idle_tab_gives_its_trainer_back(khrbm_browser):
     """Cap 1: a second tab is queued (position 1); when the first pauses past the idle limit its trainer is
     released and the second starts; the first, pressing Start, waits in turn and gets its run back (the step
     and the metric history it had) when the second closes."""

@@ -1,14 +1,18 @@
-"""The unit panel in a real browser (Chromium via Playwright, the app served as in test_app_browser.py): a click on a
-tile of a receptive-field mosaic opens that unit, a click on a pixel of the TD map opens that pixel, every part
-draws, ✕ closes it, and nothing logs a console error. Screenshots at 1440x900 go to tests/artifacts/."""
+"""The unit panel in a real browser (Chromium via Playwright, the app served by conftest's khrbm_app_server): a
+click on a tile of a receptive-field mosaic opens that unit, a click on a pixel of the TD map opens that pixel, every
+part draws, ✕ closes it, and nothing logs a console error. Screenshots at 1440x900 go to tests/artifacts/."""
 from __future__ import annotations
 
 import time
 
-from test_app_browser import (Tab, _errors, khrbm_app_server, khrbm_browser,  # noqa: F401 - fixtures
-                              pytestmark)
+import pytest
+from conftest import Tab, no_chromium
+from conftest import console_errors as _errors
 
 from khrbm.tiles import grid_shape
+
+pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.timeout(300), no_chromium]
 
 # Screen position of a point given in a figure's data coordinates (the figure found by its title's start).
 SCREEN_POINT = """([prefix, x, y]) => {

@@ -9,9 +9,11 @@ import panel as pn
 
 from ..tiles import MAX_TILES, competition_images, probe_mosaic
 from ..train.snapshot import checksum
-from . import feed, views
+from . import feed, lessons, views
 
 COLORS = views.ARM_COLORS
+PAST = "past"              # the series name of a past run overlaid on the curves (Recent runs)
+PAST_COLOR = "#555555"
 MOSAIC_FRAME = dict(frame=262)
 MOSAIC_BOX = dict(height=290, width=350)
 CURVE_SIZE = dict(height=205, width=345)
@@ -39,8 +41,9 @@ def mosaic_title(arm) -> str:
     return f"Receptive fields {views.arm_label(arm.name, arm.config)}{extra}"
 
 
-def _series(names, key, with_train=True) -> list[dict]:
-    """The curves of one metric: per arm its validation (solid) and, if asked, training (dashed) values."""
+def _series(names, key, with_train=True, past: str = "") -> list[dict]:
+    """The curves of one metric: per arm its validation (solid) and, if asked, training (dashed) values; and
+    with ``past`` (its label) a past run's validation values (dotted grey)."""
     out = []
     for name in names:
         c = COLORS.get(name, "#333333")
@@ -48,6 +51,9 @@ def _series(names, key, with_train=True) -> list[dict]:
                         label=f"{name} validation" if with_train else name, color=c))
         if with_train:
             out.append(dict(key=f"{name}:train_{key}", label=f"{name} train", color=c, dash="dashed"))
+    if past:
+        out.append(dict(key=f"{PAST}:val_{key}" if with_train else f"{PAST}:{key}", label=past, color=PAST_COLOR,
+                        dash="dotted"))
     return out
 
 
@@ -66,6 +72,13 @@ class Dashboard:
         self.p_cos = pn.pane.Bokeh(None, css_classes=["khrbm-cos"], **bp)
         self.p_probe = pn.pane.Bokeh(None, css_classes=["khrbm-probe"], **bp)
         self.v: dict = {}
+        self.structure = None
+        self.past: tuple | None = None     # (label, history columns) of a past run overlaid on the curves
+
+    def overlay(self, label: str | None, history: dict | None = None):
+        """Draw a past run's curves (``history``: columns as ``ArmSnapshot.history``) on the current ones, or
+        none (``label`` None); the figures are rebuilt at the next redraw."""
+        self.past = (label, history) if label is not None else None
         self.structure = None
 
     def rows(self) -> list:
@@ -104,17 +117,19 @@ class Dashboard:
     def _build_curves(self, snap, v):
         a = snap.arms[0]
         names = [arm.name for arm in snap.arms]
-        v["mse"] = views.CurvesView("Reconstruction error", "epoch", "MSE per pixel (log)", _series(names, "mse"),
-                                    log_y=True, **CURVE_SIZE)
-        v["ce"] = views.CurvesView("Cross-entropy", "epoch", "cross-entropy per pixel (nats, log)",
-                                   _series(names, "ce"), log_y=True, **CURVE_SIZE)
+        past = self.past[0] if self.past else ""
+        also = f" · grey: {past}" if past else ""
+        v["mse"] = views.CurvesView("Reconstruction error" + also, "epoch", "MSE per pixel (log)",
+                                    _series(names, "mse", past=past), log_y=True, **CURVE_SIZE)
+        v["ce"] = views.CurvesView("Cross-entropy" + also, "epoch", "cross-entropy per pixel (nats, log)",
+                                   _series(names, "ce", past=past), log_y=True, **CURVE_SIZE)
         if a.config.task == "classification":
             v["third"] = views.CurvesView("Classification accuracy (validation)", "epoch", "accuracy (fraction)",
-                                          _series(names, "accuracy", with_train=False), **CURVE_SIZE)
+                                          _series(names, "accuracy", with_train=False, past=past), **CURVE_SIZE)
         else:
             v["third"] = views.CurvesView("Receptive-field overlap", "step (minibatches)",
                                           "mean max cosine to another unit",
-                                          _series(names, "overlap", with_train=False), **CURVE_SIZE)
+                                          _series(names, "overlap", with_train=False, past=past), **CURVE_SIZE)
         v["ratio"] = views.CurvesView(
             "Fig. 2: |ξ|/|∇L| (A) and ε(t)", "step (minibatches)", "|ξ| / |∇L|",
             [dict(key="ratio", label="|ξ|/|∇L|", color=COLORS["A"]),
@@ -179,22 +194,27 @@ class Dashboard:
         v, a = self.v, snap.arms[0]
         m_epoch = views.change_markers(snap.changes, "epoch")
         m_step = views.change_markers(snap.changes, "step")
+        t_epoch, t_step = (lessons.timeline(snap.lesson, x, a.step) for x in ("epoch", "step"))
         data = {}
-        for arm in snap.arms:
+        shown = [(arm.name, arm.history) for arm in snap.arms] + ([(PAST, self.past[1])] if self.past else [])
+        for name, history in shown:
             for key in ("val_mse", "train_mse", "val_ce", "train_ce", "accuracy"):
-                data[f"{arm.name}:{key}"] = views.history_arrays(arm.history, "epoch", key)
-            data[f"{arm.name}:overlap"] = views.history_arrays(arm.history, "step", "overlap")
-        v["mse"].update(data, m_epoch)
-        v["ce"].update(data, m_epoch)
-        v["third"].update(data, m_step if a.config.task != "classification" else m_epoch)
+                data[f"{name}:{key}"] = views.history_arrays(history, "epoch", key)
+            data[f"{name}:overlap"] = views.history_arrays(history, "step", "overlap")
+        v["mse"].update(data, m_epoch, timeline=t_epoch)
+        v["ce"].update(data, m_epoch, timeline=t_epoch)
+        if a.config.task != "classification":
+            v["third"].update(data, m_step, timeline=t_step)
+        else:
+            v["third"].update(data, m_epoch, timeline=t_epoch)
         xs, ys = views.history_arrays(a.xi or {}, "step", "ratio")
         es, ee = views.history_arrays(a.history, "step", "eps")      # ε now: the dot at (step, ε)
         if a.config.probe_every:
             t = f"Fig. 2: |ξ|/|∇L| (A) · ε(t) = {a.eps:.3g} now"
         else:
             t = f"Fig. 2: ξ probe off (Diagnostics) · ε = {a.eps:.3g}"
-        v["ratio"].update({"ratio": (xs, ys), "eps": (es, ee)}, m_step, now=(a.step, a.eps), title=t)
-        v["cos"].update({"cos": views.history_arrays(a.xi or {}, "step", "cosine")}, m_step)
+        v["ratio"].update({"ratio": (xs, ys), "eps": (es, ee)}, m_step, now=(a.step, a.eps), title=t, timeline=t_step)
+        v["cos"].update({"cos": views.history_arrays(a.xi or {}, "step", "cosine")}, m_step, timeline=t_step)
 
     def _update_competition(self, snap):
         v, a = self.v, snap.arms[0]

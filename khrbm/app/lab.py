@@ -25,9 +25,10 @@ import panel as pn
 
 from .. import data as kdata
 from ..config import FIELD, MID_RUN_FIELDS, ConfigError, RunConfig, check_value
-from . import classroom, controls, files, layout, presets, session, urlstate, views
+from . import classroom, controls, files, layout, library, presets, session, urlstate, views
 from .dashboard import Dashboard
 from .errors import KNOWN, UserError, describe, short_message
+from .errors import guarded as reported
 from .inspect import InspectPanel
 from .session import log
 
@@ -63,16 +64,14 @@ def _trainer_module():
 
 
 def guarded(fn):
-    """Never let a callback exception reach Bokeh: show it in the status area and the notifications."""
+    """A person's action in this tab (it is not idle: classroom.Seat.touch), its exception shown to them
+    (errors.guarded)."""
+    inner = reported(fn)
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         self.seat.touch()
-        try:
-            return fn(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the server must keep running
-            if not isinstance(exc, KNOWN):
-                log.error("callback %s failed:\n%s", fn.__name__, traceback.format_exc())
-            self.error(describe(exc))
+        return inner(self, *args, **kwargs)
     return wrapper
 
 
@@ -84,6 +83,7 @@ class Lab(pn.viewable.Viewer):
     def __init__(self):
         super().__init__()
         self.trainer = None
+        self.lesson = None                 # the Lesson its trainer plays (library: the Lessons tab), or None
         self.awaiting_reset: dict = {}     # model settings (and Compare) changed after the start: Reset applies them
         self._started = False
         self._last_snap = None             # the snapshot drawn last
@@ -118,6 +118,7 @@ class Lab(pn.viewable.Viewer):
                                    on_upload=self._on_upload, report=self.error)
         self.dashboard = Dashboard()
         self.inspect = InspectPanel(report=self.error)     # the unit panel (an overlay, opened by a click)
+        self.library = library.Library(self)   # My setups, Recent runs, Lessons
 
     def _build_buttons(self):
         self.preset = pn.widgets.Select(name="Preset", groups=presets.groups(), value=presets.STORY,
@@ -175,9 +176,15 @@ class Lab(pn.viewable.Viewer):
     def shown_compare(self) -> bool:
         return self.awaiting_reset.get("compare", self.compare)
 
+    def shown_setup(self) -> urlstate.Setup:
+        """What the sidebar shows, both arms: the trainer's, with the changes that wait for Reset."""
+        b = self.trainer.configs[1].replace(**self._model_changes()) if self.compare else None
+        return urlstate.Setup.of(self.preset_id, self.shown_config(), b, self.shown_compare())
+
     # --- trainer lifecycle --------------------------------------------------------------------------
-    def _install(self, cfg: RunConfig, compare: bool):
-        """A fresh Trainer for ``cfg`` (plus the plain twin when comparing): new init, not started.
+    def _install(self, cfg: RunConfig, compare: bool, config_b: RunConfig | None = None, lesson=...):
+        """A fresh Trainer for ``cfg`` (plus, when comparing, ``config_b`` or else the plain twin): new init, not
+        started, recorded in the registry; it plays ``lesson`` (default: the lesson playing now).
 
         A new Trainer (instead of ``reset``) keeps the event loop free: construction returns at once and
         the loop thread compiles / evaluates step 0 while the page already shows the initial weights.
@@ -189,9 +196,11 @@ class Lab(pn.viewable.Viewer):
         if not ok:
             raise UserError(msg)
         dataset = kdata.load_dataset(cfg.dataset)          # cached per process by khrbm.data
-        # ConfigError (e.g. ℓ too large) leaves the old trainer in place
-        new = _trainer_module().Trainer(cfg, cfg.replace(kh_mode="off") if compare else None, dataset=dataset)
-        old, self.trainer = self.trainer, new
+        lesson = self.lesson if lesson is ... else lesson
+        # ConfigError (e.g. ℓ too large) or LessonError leaves the old trainer in place
+        new = _trainer_module().Trainer(*urlstate.Setup(self.preset_id, cfg, compare, config_b).arms(),
+                                        dataset=dataset, lesson=lesson, recorder=self.library.recorder())
+        old, self.trainer, self.lesson = self.trainer, new, lesson
         session.register(self.session_id, new)
         self.seat.installed(new)
         if old is not None:
@@ -201,6 +210,9 @@ class Lab(pn.viewable.Viewer):
         self._show_awaiting()
         self.dashboard.structure = None
         self.tick()
+
+    def _install_setup(self, setup: urlstate.Setup):
+        self._install(setup.config, setup.compare, setup.config_b)
 
     def started(self) -> bool:
         """A run has begun (Start / Step pressed, or a loaded checkpoint past step 0)."""
@@ -282,13 +294,15 @@ class Lab(pn.viewable.Viewer):
                 self.preset.value = event.old
             raise
 
-    def _open(self, setup: urlstate.Setup):
-        """A fresh trainer for ``setup``, shown in the sidebar (not started)."""
-        self._install(setup.config, setup.compare)
+    def _open(self, setup: urlstate.Setup, lesson=None, loaded: str | None = None):
+        """A fresh trainer for ``setup``, shown in the sidebar (not started), playing ``lesson``; ``loaded``: the
+        hint to show (default: the preset's)."""
+        self._install(setup.config, setup.compare, setup.config_b, lesson=lesson)
         self._show_setup(setup)
         p = presets.PRESETS[setup.preset]
         changed = "" if setup == urlstate.preset_setup(setup.preset) else " (with the link's changes)"
-        self._loaded_msg = f"Loaded “{p.name}”{changed}: {p.description}. Press ▶ Start."
+        self._loaded_msg = loaded if loaded is not None else \
+            f"Loaded “{p.name}”{changed}: {p.description}. Press ▶ Start."
         self.clear_error()
         self.tick(force=True)
 
@@ -301,8 +315,7 @@ class Lab(pn.viewable.Viewer):
     def link_query(self) -> str:
         """The query of a link to what the sidebar shows (the preset and every setting changed from it); a
         follower's: the follow link."""
-        setup = urlstate.Setup(self.preset_id, self.shown_config(), self.shown_compare())
-        return self.seat.link_query() or urlstate.encode(setup)
+        return self.seat.link_query() or urlstate.encode(self.shown_setup())
 
     def _on_copy_link(self, _event):
         """Say that the link was copied (the copying is done by the browser, COPY_LINK_JS)."""
@@ -353,7 +366,7 @@ class Lab(pn.viewable.Viewer):
         if getattr(self.cfg, name) == value:
             return
         if not self.started():
-            self._install(self.shown_config().replace(**{name: value}), self.shown_compare())
+            self._install_setup(self.shown_setup().changed(name, value))
         else:
             arm = "A" if (name == "kh_mode" and self.compare) else "both"   # arm B stays the plain RBM
             self.trainer.update(arm=arm, **{name: value})
@@ -379,7 +392,7 @@ class Lab(pn.viewable.Viewer):
             self.awaiting_reset[name] = value
         if not self.started():
             try:
-                self._install(self.shown_config(), self.shown_compare())  # ConfigError: classification on bars
+                self._install_setup(self.shown_setup())  # ConfigError: classification on bars
             except Exception:
                 self.awaiting_reset.pop(name, None)
                 self._show_awaiting()
@@ -431,7 +444,7 @@ class Lab(pn.viewable.Viewer):
 
     @guarded
     def _on_reset(self, _event):
-        self._install(self.shown_config(), self.shown_compare())
+        self._install_setup(self.library.restart(self.shown_setup()))
         self._loaded_msg = "Reset: fresh initialisation with the settings shown. Press ▶ Start."
         self.clear_error()
 
@@ -445,30 +458,37 @@ class Lab(pn.viewable.Viewer):
             return
         cfg = files.read_config(name, raw)
         compare = self.compare
-        self._install(cfg, compare)
+        self._install(cfg, compare, lesson=None)
         self.controls.show(cfg, compare)
         self._loaded_msg = f"Loaded config {name}. Press ▶ Start."
         self.clear_error()
         self.tick(force=True)
 
     def _load_checkpoint(self, name: str, raw: bytes):
-        """Load a checkpoint on a worker thread (Trainer.load_checkpoint waits for the trainer's loop);
-        the next tick applies the result to the widgets."""
+        self.load_checkpoint_file(files.temp_file(raw, ".npz"), name, temporary=True)
+
+    def load_checkpoint_file(self, path: Path, name: str, temporary: bool = False, keep_lesson: bool = True):
+        """Load checkpoint ``path`` on a worker thread (Trainer.load_checkpoint waits for the trainer's loop;
+        ``temporary``: delete the file afterwards; ``keep_lesson``: a lesson playing goes on from the loaded
+        step, else it stops); the next tick applies the result to the widgets."""
         trainer = self.trainer
-        path = files.temp_file(raw, ".npz")
 
         def work():
             try:
+                if not keep_lesson:
+                    trainer.set_lesson(None)
                 snap = trainer.load_checkpoint(path)
             except Exception as exc:  # noqa: BLE001 - CheckpointError, ConfigError, DataError ...
                 raise UserError(f"{name}: {str(exc).replace(str(path), 'the file')}") from None
             finally:
-                path.unlink(missing_ok=True)
+                if temporary:
+                    path.unlink(missing_ok=True)
             return snap
 
         def done(snap):
             if trainer is self.trainer:
-                self._loaded(snap, f"Loaded checkpoint {name} (step {snap.step:,}). Press ▶ Start to continue.")
+                self._loaded(snap, f"Loaded checkpoint {name} (step {snap.arms[0].step:,}). Press ▶ Start to "
+                                   "continue.")
 
         self._background(work, done, f"loading {name}…")
 
@@ -481,6 +501,7 @@ class Lab(pn.viewable.Viewer):
 
     def _loaded(self, snap, message: str, rebuild: bool = True):
         """The sidebar and the figures for a trainer that took a checkpoint (``snap``: its snapshot then)."""
+        self.lesson = self.trainer.lesson
         self.controls.show(self.cfg, self.compare)
         self.awaiting_reset.clear()
         self._show_awaiting()
@@ -583,6 +604,7 @@ class Lab(pn.viewable.Viewer):
             busy = " — ".join(x for x in (self.seat.line(), self._busy) if x)
             self.status.object = views.status_html(snap, busy, self._loaded_msg, self._mosaic_version)
             self._buttons(snap)
+            self.library.update(snap, self._page_shown)
 
     def _buttons(self, snap):
         if not self._page_shown:   # Bokeh 3.9 fails on a button's `disabled` that changes before it is drawn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import panel as pn
 
-from . import controls
+from . import controls, library
 
 SIDEBAR_WIDTH = 350
 CARD_CSS = """
@@ -41,14 +41,17 @@ def sidebar(lab) -> list:
                      css="khrbm-model")
     more = _section("More model settings", *group("more"), collapsed=True, css="khrbm-more")
     diag = _section("Diagnostics · live", *group("diag"), collapsed=True, css="khrbm-diag")
-    return [pn.Row(lab.preset, lab.copy_link, margin=0),
+    kept = _section(library.TITLE, lab.library.tabs, collapsed=True, css="khrbm-library")
+    lab.library.follow(kept)
+    return [pn.Row(lab.preset, lab.copy_link, margin=0), kept,
             pn.Row(lab.start_btn, lab.pause_btn, lab.step_btn, lab.reset_btn, margin=0), lab.seat.sidebar_row(),
             lab.controls.compare_row, kh, rbm, model, more, diag, lab.server_line]
 
 
 def main(lab) -> pn.Column:
-    return pn.Column(lab.seat.main_row(), lab.banner, lab.errorbox, lab.status, *lab.dashboard.rows(),
-                     pn.Row(lab.files.row(), lab.inspect.open_button, margin=0), lab.inspect.view,
+    return pn.Column(lab.seat.main_row(), lab.banner, lab.errorbox, lab.status, lab.library.band,
+                     lab.library.viewer, *lab.dashboard.rows(), pn.Row(lab.files.row(), lab.inspect.open_button,
+                                                                      margin=0), lab.inspect.view,
                      sizing_mode="stretch_width", margin=0, css_classes=["khrbm-main"])
 
 

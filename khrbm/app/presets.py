@@ -84,3 +84,12 @@ def groups() -> dict[str, dict[str, str]]:
     for p in PRESETS.values():
         out.setdefault(p.group, {})[p.name] = p.id
     return out
+
+
+def nearest(config, compare: bool) -> str:
+    """The id of the preset closest to a setup (fewest settings that differ, Compare counting as one; the
+    first in the drop-down's order on a tie): the base of the link and of the drop-down for a setup that
+    comes from elsewhere (My setups, a lesson)."""
+    def distance(p: Preset) -> int:
+        return sum(getattr(config, name) != value for name, value in p.fields.items()) + (p.compare != compare)
+    return min(PRESETS.values(), key=distance).id

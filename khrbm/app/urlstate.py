@@ -1,5 +1,6 @@
 """A link that reproduces a setup: the URL query carries the preset and every setting that differs from it,
-Compare included (``/app?preset=story&kh_mode=bu&eps0=0.02&compare=false``).
+Compare included (``/app?preset=story&kh_mode=bu&eps0=0.02&compare=false``), and arm B's live settings where
+they differ from A's plain twin (``B.delta=0.4``: after a lesson's event for arm A, or a recalled setup).
 
 :func:`parse` reads a query through the config's own checks (``config.parse_text``, the CLI's reader, then
 ``RunConfig``): whatever the query holds, it returns a valid :class:`Setup` and one line per thing it could
@@ -13,22 +14,53 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from ..config import FIELD, FIELDS, ConfigError, Field, RunConfig, parse_text
+from ..config import FIELD, FIELDS, LIVE_FIELDS, ConfigError, Field, RunConfig, parse_text
 from .presets import PRESETS
 
 PRESET_KEY = "preset"
 COMPARE_KEY = "compare"
+ARM_B_PREFIX = "B."        # B.<live field>: arm B's own value
 MAX_QUERY = 4096           # characters; a longer query is not read at all
 MAX_KEYS = 64
 COMPARE_FIELD = Field(COMPARE_KEY, bool, False, "train the plain RBM beside it (arm B)")
 
 
+def plain_twin(config: RunConfig) -> RunConfig:
+    """Arm B of a comparison as the app makes it: the same settings with KH off (the plain RBM)."""
+    return config.replace(kh_mode="off")
+
+
 @dataclass(frozen=True)
 class Setup:
-    """What a link restores: a preset (by id), the run's settings and the Compare switch."""
+    """What a link restores: a preset (by id), the run's settings (arm A), the Compare switch, and arm B's
+    settings when they are not A's plain twin (``config_b``; None: the plain twin)."""
     preset: str
     config: RunConfig
     compare: bool
+    config_b: RunConfig | None = None
+
+    @classmethod
+    def of(cls, preset: str, config_a: RunConfig, config_b: RunConfig | None, compare: bool | None = None
+           ) -> "Setup":
+        """The setup of arms A and B (None: a single run); ``compare`` (default: B given) may switch B on as
+        the plain twin, or off. B is kept only where it differs from A's plain twin."""
+        compare = config_b is not None if compare is None else compare
+        explicit = compare and config_b is not None and config_b != plain_twin(config_a)
+        return cls(preset, config_a, compare, config_b if explicit else None)
+
+    def arms(self) -> tuple[RunConfig, RunConfig | None]:
+        """(config A, config B or None): the configs a Trainer takes."""
+        if not self.compare:
+            return self.config, None
+        return self.config, self.config_b if self.config_b is not None else plain_twin(self.config)
+
+    def changed(self, name: str, value) -> "Setup":
+        """The setup after a person's change of setting ``name``: both arms take it, except the KH mode,
+        which only arm A takes (arm B stays the plain RBM)."""
+        a, b = self.arms()
+        if b is not None and name != "kh_mode":
+            b = b.replace(**{name: value})
+        return Setup.of(self.preset, a.replace(**{name: value}), b, self.compare)
 
 
 def preset_setup(preset_id: str) -> Setup:
@@ -98,20 +130,33 @@ def parse(query, default_preset: str, check: Callable[[RunConfig], None] | None 
             preset_id = default_preset
     base = preset_setup(preset_id)
 
-    changes, compare = {}, base.compare
+    changes, b_changes, compare = {}, {}, base.compare
     for key, text in single.items():
+        arm_b = key[len(ARM_B_PREFIX):] if key.startswith(ARM_B_PREFIX) else None
         try:
             if key == COMPARE_KEY:
                 compare = parse_text(COMPARE_FIELD, text)
             elif key in FIELD:
                 changes[key] = parse_text(FIELD[key], text)
+            elif arm_b in LIVE_FIELDS:
+                b_changes[arm_b] = parse_text(FIELD[arm_b], text)
+            elif arm_b in FIELD:
+                problems.append(f"'{key}' in the link: arm B shares every setting but the live ones with A; "
+                                f"not used")
             else:
                 problems.append(f"unknown setting {_short(key)} in the link; not used")
         except ConfigError as exc:
-            problems.append(f"{exc} (in the link); the preset's value is used")
+            problems.append(f"arm B: {exc} (in the link); A's value is used" if arm_b
+                            else f"{exc} (in the link); the preset's value is used")
     config, dropped = _fit(base.config, changes, check)
     problems += [f"{msg} (in the link); the preset's value is used" for msg in dropped]
-    return Setup(preset_id, config, compare), problems
+    config_b = None
+    if b_changes and not compare:
+        problems.append("the link sets arm B (B.…) while Compare is off; not used")
+    elif b_changes:
+        config_b, dropped = _fit(plain_twin(config), b_changes, check)
+        problems += [f"arm B: {msg} (in the link); A's value is used" for msg in dropped]
+    return Setup.of(preset_id, config, config_b, compare), problems
 
 
 def _fit(base: RunConfig, changes: dict, check) -> tuple[RunConfig, list[str]]:
@@ -146,11 +191,15 @@ def _format(value) -> str:
 
 def encode(setup: Setup) -> str:
     """The query of ``setup``: its preset, then every setting (in FIELDS order) and Compare where they
-    differ from the preset."""
+    differ from the preset, then arm B's live settings where they differ from A's plain twin."""
     base = preset_setup(setup.preset)
     items = [(PRESET_KEY, setup.preset)]
     items += [(f.name, _format(getattr(setup.config, f.name))) for f in FIELDS
               if getattr(setup.config, f.name) != getattr(base.config, f.name)]
     if setup.compare != base.compare:
         items.append((COMPARE_KEY, _format(setup.compare)))
+    if setup.config_b is not None:
+        twin = plain_twin(setup.config)
+        items += [(ARM_B_PREFIX + f.name, _format(getattr(setup.config_b, f.name))) for f in FIELDS
+                  if f.name in LIVE_FIELDS and getattr(setup.config_b, f.name) != getattr(twin, f.name)]
     return urllib.parse.urlencode(items, safe="")

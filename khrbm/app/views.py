@@ -23,6 +23,10 @@ ARM_COLORS = {"A": "#D55E00", "B": "#0072B2"}   # Okabe-Ito vermillion / blue: o
 WEIGHT_CMAP = "RdBu_r"                          # diverging, colour-blind safe
 COUNT_CMAP = "viridis"                          # sequential, colour-blind safe
 MARKER_COLOR = "#555555"
+LESSON_COLOR = "#CC79A7"                        # Okabe-Ito reddish purple: a lesson's events on the curves
+LESSON_TEXT = "#8E3B74"
+TIMELINE_RIGHT = 0.6                            # a lesson's labels right of this share of the x axis: to the left
+TIMELINE_ROW = 0.1                              # every other label one row lower (share of the frame's height)
 
 MODE_LABEL = {"off": "plain RBM", "td": "KH_TD", "bu": "KH_BU"}
 
@@ -368,7 +372,8 @@ class CurvesView:
     def __init__(self, title: str, xlabel: str, ylabel: str, series: Sequence[dict], width: int = 345,
                  height: int = 205, ylabel_right: str | None = None, now_point: str | None = None,
                  log_y: bool = False):
-        from bokeh.models import ColumnDataSource, HoverTool, LinearAxis, Range1d
+        from bokeh.core.properties import field
+        from bokeh.models import ColumnDataSource, HoverTool, LabelSet, LinearAxis, LinearScale, Range1d
         # ranges are set from the data on every update (no client-side auto-ranging of empty plots)
         self.log_y = log_y
         self.fig = fig = _figure(title, width=width, height=height, x_range=Range1d(0, 1),
@@ -405,10 +410,21 @@ class CurvesView:
             fig.scatter("x", "y", source=self.now, size="size", color=now_point, y_range_name="right")
         self.markers = ColumnDataSource({"x": []})
         fig.vspan(x="x", source=self.markers, line_color=MARKER_COLOR, line_dash="dotted", line_width=1.5)
+        self.timeline = ColumnDataSource({"x": [], "y": [], "label": [], "align": [], "dx": []})  # a lesson's events
+        fig.vspan(x="x", source=self.timeline, line_color=LESSON_COLOR, line_dash="dashed", line_width=1.5,
+                  line_alpha=0.8)
+        fig.extra_y_ranges = {**fig.extra_y_ranges, "timeline": Range1d(0, 1)}    # 1: the frame's top
+        fig.extra_y_scales = {**fig.extra_y_scales, "timeline": LinearScale()}    # also beside a log y axis
+        fig.add_layout(LabelSet(x="x", y=field("y"), y_range_name="timeline", text=field("label"), source=self.timeline,
+                                x_offset=field("dx"), text_align=field("align"), text_baseline="top",
+                                text_font_size="10.5px", text_color=LESSON_TEXT,
+                                text_font_style="bold", background_fill_color="white", background_fill_alpha=0.75))
         fig.add_tools(HoverTool(renderers=renderers, tooltips=[("", "$name"), (xlabel, "@x{0,0.[00]}"),
                                                               ("value", "@y{0.[0000]}")]))
 
-    def update(self, data: dict, markers=(), now=None, title: str | None = None):
+    def update(self, data: dict, markers=(), now=None, title: str | None = None, timeline=None):
+        """New points of the curves in ``data`` (key -> (x, y)), the change ``markers``, the right axis' value
+        ``now`` as (x, y), and ``timeline``: a lesson's events as (positions, short labels), or None."""
         xs, ys = [], {"left": [], "right": []}
         for key, (x, y) in data.items():
             if key in self.sources:
@@ -435,7 +451,17 @@ class CurvesView:
             xs.append(np.array(point["x"]))
             ys["right"].append(np.array(point["y"]))
         xs.append(m)
-        set_range(self.fig.x_range, x_range_from(xs))
+        t_x, t_labels = timeline if timeline is not None else ((), ())
+        t_x = np.asarray(t_x, np.float64)
+        xs.append(t_x)
+        lo, hi = x_range_from(xs)
+        set_range(self.fig.x_range, (lo, hi))
+        right = t_x > lo + TIMELINE_RIGHT * (hi - lo)          # labels of the right part end at their line
+        marks = {"x": t_x, "y": 0.99 - TIMELINE_ROW * (np.arange(len(t_x)) % 2), "label": list(t_labels),
+                 "align": np.where(right, "right", "left").tolist(), "dx": np.where(right, -3.0, 3.0)}
+        if not np.array_equal(t_x, self.timeline.data["x"]) or marks["label"] != list(self.timeline.data["label"]) \
+                or marks["align"] != list(self.timeline.data["align"]):
+            self.timeline.data = marks
         set_range(self.fig.y_range, log_range(ys["left"]) if self.log_y else axis_range(ys["left"]))
         if "right" in self.fig.extra_y_ranges:
             set_range(self.fig.extra_y_ranges["right"], axis_range(ys["right"], zero=True))
