@@ -150,14 +150,18 @@ class Lab(pn.viewable.Viewer):
                                        styles={"font-size": "11px", "color": "#8a4b00"})
 
     # --- the run's settings: held by the trainer ----------------------------------------------------
+    def _configs(self) -> tuple:
+        """The arms' settings as the trainer holds them (queued live changes included); without a trainer of
+        its own (following, queued, released), those of the snapshot the tab shows."""
+        if self.trainer is not None:
+            return self.trainer.configs
+        snap = self._snap_now()
+        return tuple(a.config for a in snap.arms) if snap is not None else (RunConfig(),)
+
     @property
     def cfg(self) -> RunConfig:
-        """Arm A's settings as the trainer holds them (queued live changes included); without a trainer of
-        its own, those of the snapshot the tab shows."""
-        if self.trainer is not None:
-            return self.trainer.configs[0]
-        snap = self._snap_now()
-        return snap.arms[0].config if snap is not None else RunConfig()
+        """Arm A's settings (:meth:`_configs`)."""
+        return self._configs()[0]
 
     @property
     def compare(self) -> bool:
@@ -178,7 +182,8 @@ class Lab(pn.viewable.Viewer):
 
     def shown_setup(self) -> urlstate.Setup:
         """What the sidebar shows, both arms: the trainer's, with the changes that wait for Reset."""
-        b = self.trainer.configs[1].replace(**self._model_changes()) if self.compare else None
+        configs = self._configs()
+        b = configs[1].replace(**self._model_changes()) if self.compare and len(configs) > 1 else None
         return urlstate.Setup.of(self.preset_id, self.shown_config(), b, self.shown_compare())
 
     # --- trainer lifecycle --------------------------------------------------------------------------
@@ -471,6 +476,7 @@ class Lab(pn.viewable.Viewer):
         """Load checkpoint ``path`` on a worker thread (Trainer.load_checkpoint waits for the trainer's loop;
         ``temporary``: delete the file afterwards; ``keep_lesson``: a lesson playing goes on from the loaded
         step, else it stops); the next tick applies the result to the widgets."""
+        self.seat.check_may_train()            # a follower's or a queued tab's controls are read-only
         trainer = self.trainer
 
         def work():
