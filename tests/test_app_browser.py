@@ -219,12 +219,12 @@ def test_a_link_restores_its_setup_and_the_url_follows_the_settings(khrbm_app_se
         cfg = json.loads(tab.download(".khrbm-export-config").decode())        # what the trainer holds
         assert (cfg["dataset"], cfg["kh_mode"], cfg["eps0"], cfg["n_hidden"], cfg["delta"]) == ("bars", "td", 0.02,
                                                                                               20, 0.1)
-        tab.page.wait_for_url(lambda u: "delta" not in u and "eps0=0.02" in u, timeout=10000)   # the link, cleaned
+        tab.page.wait_for_url(lambda u: "delta" not in u and "eps0=0.02" in u, timeout=30000)   # the link, cleaned
 
         tab.click(".khrbm-step")
         tab.wait_attr("step", lambda v: v == "1", timeout=60)
         tab.set_number("eps0", 0.03)                                             # a live change
-        tab.page.wait_for_url(lambda u: "eps0=0.03" in u, timeout=10000)
+        tab.page.wait_for_url(lambda u: "eps0=0.03" in u, timeout=30000)
         tab.context.grant_permissions(["clipboard-read", "clipboard-write"])
         tab.click(".khrbm-copy-link")
         tab.wait_text(".khrbm-copy-link", "Copied")

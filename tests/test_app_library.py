@@ -93,7 +93,7 @@ def test_a_saved_setup_survives_a_reload_and_is_renamed_and_deleted(khrbm_app_se
         tab.wait_text(".khrbm-hint", "Recalled setup “bars small”: for class 3")
         cfg = json.loads(tab.download(".khrbm-export-config").decode())     # the config the trainer holds
         assert cfg == saved.config_a.to_dict()
-        tab.page.wait_for_url(lambda u: "preset=bars" in u and "n_hidden=20" in u, timeout=10000)
+        tab.page.wait_for_url(lambda u: "preset=bars" in u and "n_hidden=20" in u, timeout=30000)
 
         tab.page.locator(".khrbm-setup-name input").first.fill("bars tiny")
         tab.click(".khrbm-setup-rename")
