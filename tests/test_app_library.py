@@ -169,7 +169,7 @@ def test_recent_runs_show_overlay_and_continue(khrbm_app_server, khrbm_browser):
         tab.click(".khrbm-run-show")
         tab.wait_text(".khrbm-past-note", "no such checkpoint file")
         head = tab.page.locator(".khrbm-past-title").first
-        assert head.get_attribute("data-weights") == "0" and int(head.get_attribute("data-points")) > 3
+        assert head.get_attribute("data-weights") == "0" and int(head.get_attribute("data-points")) >= stored >= 2
         tab.click(".khrbm-runs-refresh")
         tab.wait_text(".khrbm-run-details", "its checkpoint is gone")
         tab.click(".khrbm-run-continue")
