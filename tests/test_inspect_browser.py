@@ -12,10 +12,11 @@ from conftest import console_errors
 
 from khrbm.tiles import grid_shape
 
-# A known BokehJS race (not yet fixed here): when the unit panel swaps its figures for another unit, a patch
-# may still name a model of the old ones, and BokehJS drops it with "reference pN isn't known" (the Python
-# side turns the same case into a warning since bokeh PR #13153). Seen once in six runs of this file;
-# whether a view then misses one update is not yet known. Every other console error fails the test.
+# A known BokehJS race (not yet fixed here): when the unit panel swaps its figures (a hidden unit's for a pixel's,
+# or another arm's), a patch may still name a model of the old ones, and BokehJS drops it with "reference pN isn't
+# known" (the Python side turns the same case into a warning since bokeh PR #13153). Seen once in six runs of this
+# file, before another pixel stopped rebuilding the figures (its outline now moves in place); whether a view then
+# misses one update is not yet known. Every other console error fails the test.
 BOKEH_STALE_REFERENCE = re.compile(r"^pageerror: reference p\d+ isn't known$")
 
 

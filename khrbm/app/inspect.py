@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 import panel as pn
+from bokeh.models import ColumnDataSource
 
 from ..inspection import (binned, cluster_order, counts_until, hidden_activation, shares_over_time,
                           top_partners)
@@ -424,7 +425,7 @@ class InspectPanel:
         arm = snap.arms[self.arm]
         record = arm.competition
         key = (self.kind, arm.name, arm.W.shape, tuple(arm.image_shape), len(arm.probe_input), arm.counts_mode,
-               record is not None and record.matrix is not None, self.unit if self.kind == "pixel" else None)
+               record is not None and record.matrix is not None)
         if key != self._built:
             self._build(arm)
             self._built = key
@@ -472,19 +473,21 @@ class InspectPanel:
             v["inhibits"] = views.ImageView("this pixel inhibits →", shape, "counts", "count", hover="count",
                                             frame=150)
             v["inhibited_by"] = views.ImageView("← inhibited by", shape, "counts", "count", hover="count", frame=150)
-            for name in ("inhibits", "inhibited_by"):
-                self._mark_pixel(v[name], shape)
+            v["marks"] = [self._pixel_mark(v[name]) for name in ("inhibits", "inhibited_by")]
             v["probe"] = ActivationView(n_probes, shape, "P(v=1|h) of the reconstructions", "P(v = 1 | h)")
             self.p_strip.object, self.p_partners.object = v["inhibits"].fig, v["inhibited_by"].fig
             self.p_list.visible = True
         self.p_probe.object = v["probe"].fig
         self.v = v
 
-    def _mark_pixel(self, view, shape):
-        h, w = shape
-        r, c = divmod(self.unit, w)
-        view.fig.quad(left=[c], right=[c + 1], bottom=[h - 1 - r], top=[h - r], fill_alpha=0, line_color="#D55E00",
-                      line_width=2)
+    @staticmethod
+    def _pixel_mark(view):
+        """An outline square on ``view``'s map, placed on the inspected pixel by :meth:`_draw_pixel` (moved in
+        place when another pixel is inspected: the figures stay, no model is replaced)."""
+        source = ColumnDataSource(dict(left=[], right=[], bottom=[], top=[]))
+        view.fig.quad(left="left", right="right", bottom="bottom", top="top", source=source, fill_alpha=0,
+                      line_color="#D55E00", line_width=2)
+        return source
 
     def _head_html(self, arm) -> str:
         mode = views.MODE_LABEL.get(arm.config.kh_mode, "?")
@@ -570,6 +573,11 @@ class InspectPanel:
         else:
             row = col = np.zeros(n_pix)
             inhibits = inhibited_by = []
+        r, c = divmod(i, w)
+        mark = dict(left=[c], right=[c + 1], bottom=[h - 1 - r], top=[h - r])
+        for source in self.v["marks"]:
+            if dict(source.data) != mark:
+                source.data = mark
         self.v["inhibits"].update(np.asarray(row, np.float32).reshape(h, w))
         self.v["inhibited_by"].update(np.asarray(col, np.float32).reshape(h, w))
 
