@@ -92,26 +92,28 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
     player = LessonPlayer(lesson_marks(lesson, run), run.step)
     recorder = RunRecorder(run, out, source=source, registry=registry, lesson=lesson, group_uid=group_uid,
                            resume=resumed_from is not None)
+    stop = _StopFlag()
     try:
         recorder.start()
         write_text_atomic(out / "config.json", cfg.to_json() + "\n")
         if run.dataset.notice:
             print(f"note: {run.dataset.notice}", file=sys.stderr)
-        if run.step == total:
-            print(f"note: the checkpoint is already at epoch {cfg.epochs} (step {run.step}); nothing to train",
-                  file=sys.stderr)
-        else:
-            if cfg.backend != "numpy":        # the NumPy reference has nothing to compile
-                print("compiling kernels (cached after the first time)…", file=sys.stderr)
-            run.stepper.warmup()
-        eval_seconds = 0.0
-        if not run.history:
-            t0 = time.perf_counter()
-            run.evaluate()
-            eval_seconds += time.perf_counter() - t0
-        start_step, train_seconds = run.step, 0.0
-        stop = _StopFlag()
+        eval_seconds, train_seconds, start_step = 0.0, 0.0, run.step
         with stop, np.errstate(over="ignore", invalid="ignore"):    # overflow is reported as divergence
+            if run.step == total:
+                print(f"note: the checkpoint is already at epoch {cfg.epochs} (step {run.step}); nothing to train",
+                      file=sys.stderr)
+            else:
+                if cfg.backend != "numpy":        # the NumPy reference has nothing to compile
+                    print("compiling kernels (cached after the first time)…", file=sys.stderr)
+                if not _warm_up(run.stepper, stop):
+                    recorder.end("interrupted", f"{signal.Signals(stop.received).name} while compiling")
+                    print("khrbm: interrupted while compiling the kernels", file=sys.stderr)
+                    return 128 + stop.received
+            if not run.history and not stop.received:
+                t0 = time.perf_counter()
+                run.evaluate()
+                eval_seconds += time.perf_counter() - t0
             while run.step < total:
                 epoch = run.step // run.batches_per_epoch
                 bar = _progress(progress, run, epoch, cfg.epochs)
@@ -210,9 +212,34 @@ def _kept(last_good) -> str:
     return f"{path} keeps the last complete finite state (step {step})"
 
 
+def _warm_up(stepper, stop) -> bool:
+    """Compile the kernels (or load them from the disk cache) in a thread of their own while this thread waits
+    for them or for ``stop``. A signal's handler runs on the main thread: raised inside the compiler, its
+    exception would land in a ctypes callback, which swallows it (the signal lost, or the compile broken).
+    False if a signal came first (the compiling thread is a daemon, left to end with the process)."""
+    failure: list = []
+
+    def work():
+        try:
+            stepper.warmup()
+        except BaseException as exc:  # noqa: BLE001 - raised again on this thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name="khrbm-compile", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+        if stop.received:
+            return False
+    if failure:
+        raise failure[0]
+    return True
+
+
 class _StopFlag:
-    """Ctrl-C (SIGINT) or SIGTERM sets ``received`` (its number); the loop stops after the current minibatch
-    and saves. Off the main thread (a sweep's Dask worker) signals cannot be caught and nothing is installed."""
+    """Ctrl-C (SIGINT) or SIGTERM sets ``received`` (its number): compiling, :func:`_warm_up` stops waiting;
+    training, the loop stops after the current minibatch and saves. Off the main thread (a sweep's Dask
+    worker) signals cannot be caught and nothing is installed."""
 
     received = 0
 
