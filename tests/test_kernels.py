@@ -262,3 +262,56 @@ def test_params_norm_after_a_step(mnist):
             assert not np.isfinite(s.params_norm), (name, bad)
     s.step(p, x[:20], StepSettings(kh_mode="td", eps=0.02, shuffle_xi=True), 5)
     assert s.params_norm is None
+
+
+def _gather_numpy(S, ix, vx, nn, binary, tot):
+    """The gather's sums in its order (a NumPy transcription): rows 4 at a time as (s0 + s1) + (s2 + s3)
+    (products vx·s for lists with values), then one by one; with column sums ``tot``, a binary list with
+    more ones than zeros as tot minus the same sums over its zeros ix[nn:]."""
+    complement = binary and tot is not None and 2 * nn > len(S)
+    rows = ix[nn:len(S)] if complement else ix[:nn]
+    terms = S[rows] if binary else vx[:nn, None] * S[rows]
+    o = np.zeros(S.shape[1], S.dtype)
+    n4 = len(rows) // 4 * 4
+    for n in range(0, n4, 4):
+        o += (terms[n] + terms[n + 1]) + (terms[n + 2] + terms[n + 3])
+    for n in range(n4, len(rows)):
+        o += terms[n]
+    return tot - o if complement else o
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_gathers_keep_their_sums(dtype):
+    """kernels._gather_row (binary lists without products) and kernels._gather_rows (the lists of a
+    block advancing together over blocks of rows of S) give exactly the sums of _gather_numpy, in its
+    order: sparse and dense (complement) binary rows, rows with values, empty and full rows, lengths
+    that are not multiples of 4, more rows of S than a GATHER_BLOCK."""
+    g = np.random.default_rng(3)
+    n_all, K = 3 * kernels.GATHER_BLOCK + 5, 37
+    S = g.standard_normal((n_all, K)).astype(dtype)
+    tot = S.sum(axis=0, dtype=dtype)
+    V = (g.random((13, n_all)) < np.array([0.05, 0.2, 0.3, 0.45, 0.55, 0.7, 0.95] + [0.3] * 6)[:, None])
+    V = V.astype(dtype)
+    V[7] = 0
+    V[8] = 1
+    V[9] *= g.random(n_all).astype(dtype)                  # values: products
+    V[10, :4] = 1                                          # ones only in the first rows of S, then none
+    V[11, -3:] = 1                                         # ones only in the last rows
+    idx = np.empty(V.shape, np.int32)
+    val = np.empty(V.shape, dtype)
+    nnz = np.empty(len(V), np.int32)
+    binary = np.empty(len(V), np.bool_)
+    for q in range(len(V)):
+        nnz[q], binary[q] = kernels._list_row(V[q], idx[q], val[q])
+    assert binary.sum() == len(V) - 1
+    for use_tot in (True, False):
+        ref = np.array([_gather_numpy(S, idx[q], val[q], nnz[q], binary[q], tot if use_tot else None)
+                        for q in range(len(V))])
+        one = np.empty_like(ref)
+        for q in range(len(V)):
+            kernels._gather_row(one[q], idx[q], val[q], nnz[q], binary[q], S, tot, use_tot)
+        block = np.full_like(ref, np.nan)
+        kernels._gather_rows(block, idx, val, nnz, binary, len(V), S, tot, use_tot, np.empty(len(V), np.int64))
+        np.testing.assert_array_equal(one, ref)
+        np.testing.assert_array_equal(block, ref)
+        np.testing.assert_allclose(ref, V @ S.astype(np.float64), rtol=0, atol=1e-4 if dtype == np.float32 else 1e-12)

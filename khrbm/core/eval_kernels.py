@@ -54,7 +54,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from . import rng
-from .kernels import (_JIT, _LOCK, _PJIT, _as, _exp32, _gather, _gather_row, _list_row, _sample_list,
+from .kernels import (_JIT, _LOCK, _PJIT, _as, _exp32, _gather, _gather_rows, _list_row, _sample_list,
                       _sigmoid, _transpose, drop_stale_cache)
 from .rbm import Params
 from .rng import uniform_at
@@ -65,6 +65,7 @@ __all__ = ["split_metrics", "reconstruction_metrics", "crbm_accuracy", "crbm_pre
 drop_stale_cache("eval_kernels", ("kernels.py", "rng.py"))
 
 CHUNK = 128                  # samples per chunk (one chunk = one unit of parallel work)
+BLOCK = 16                   # samples per gather pass (kernels._gather_rows): each row of W serves all of them
 CE_CLIP = 1e-6               # as metrics.CE_CLIP: p clipped to [CE_CLIP, 1 - CE_CLIP]
 _CE_LO = -math.log1p(-CE_CLIP)     # the clipped -log p and -log(1 - p) lie in [_CE_LO, _CE_HI]
 _CE_HI = -math.log(CE_CLIP)
@@ -209,10 +210,13 @@ def _score_pixels(ac, a, xr, key_v, base, sec, cec, F, lo, hi, edge):
     """One image's pixels, x = ac + a: the MSE's sample v̂ = u < σ(x) (u = uniform_at(key_v, base + i)),
     sec += (v - v̂)²; the cross-entropy (Eq. 12) -v log p - (1 - v) log(1 - p), p = σ(x) clipped: where
     |x| < edge (no clipping) it is v max(-x, 0) + (1 - v) max(x, 0) + log(1 + e^{-|x|}), else the clipped
-    values. cec += all but the logs; returns Σ log(1 + e^{-|x|}) over the unclipped pixels (float64)."""
+    values. cec += all but the logs; returns Σ log(1 + e^{-|x|}) over the unclipped pixels (float64).
+    ac is overwritten with e^{-|x|} (0 where clipped), which keeps the loop in one dtype, so it vectorizes
+    (a float64 store in it did not); F (float64) then gets the factors 1 + e^{-|x|}."""
     one = _as(1, lo)
     zero = _as(0, lo)
-    for i in range(ac.shape[0]):
+    n = ac.shape[0]
+    for i in range(n):
         x = ac[i] + a[i]
         p, e = _sigmoid_and_tail_factor(x)
         v = _as(xr[i], lo)
@@ -222,8 +226,10 @@ def _score_pixels(ac, a, xr, key_v, base, sec, cec, F, lo, hi, edge):
         linear = v * max(-x, zero) + (one - v) * max(x, zero)
         clipped = v * (hi if x < zero else lo) + (one - v) * (lo if x < zero else hi)
         cec[i] += linear if inside else clipped
-        F[i] = 1.0 + np.float64(e) if inside else 1.0
-    return _sum_log(F[:ac.shape[0]])
+        ac[i] = e if inside else zero
+    for i in range(n):
+        F[i] = 1.0 + np.float64(ac[i])
+    return _sum_log(F[:n])
 
 
 @njit(**_JIT)
@@ -338,12 +344,14 @@ def _predict(pr, b, W, a, n_pix, EW, w_fast, recheck, cb, ec, F, lg, xi, xv, nn)
 
 @njit(**_PJIT)
 def _evaluate(X, Y, W, Wp, WTp, totWp, totWTp, a, b, key_h, key_v, reconstruct, predict, recheck, EW, w_fast,
-              idx, val, nnz, binary, pre, hidx, hval, hnnz, hmask, act, F, cb, ec, lg, se, ce, ce_log, pred):
+              idx, val, nnz, binary, pre, hidx, hval, hbin, hnnz, hmask, act, cur, F, cb, ec, lg, se, ce, ce_log,
+              pred):
     """Per chunk c of CHUNK images (the rows of X, pixels, with the label block Y of V = [X, Y]):
     if ``predict``, pred[r] = the cRBM's exact argmax_y p(y|x_r); if ``reconstruct``, se[c, i] and ce[c, i]
     = Σ_r of pixel i's squared error and cross-entropy (without the logs, which go to ce_log[c]), with
-    h = u_h < σ(vW + b), v̂ = u_v < σ(hWᵀ + a) over the pixels (Wp = W[:n_pix], WTp = Wpᵀ). Thread slot t
-    (scratch row t of idx … lg) takes chunks t, t + T, …"""
+    h = u_h < σ(vW + b), v̂ = u_v < σ(hWᵀ + a) over the pixels (Wp = W[:n_pix], WTp = Wpᵀ). The gathers
+    take BLOCK images at a time (:func:`~khrbm.core.kernels._gather_rows`). Thread slot t (scratch row t
+    of idx … lg) takes chunks t, t + T, …"""
     B, n_pix = X.shape
     N, M = W.shape
     nch = se.shape[0]
@@ -354,27 +362,32 @@ def _evaluate(X, Y, W, Wp, WTp, totWp, totWTp, a, b, key_h, key_v, reconstruct, 
     edge = _as(_CE_EDGE, a[0])
     a_pix = a[:n_pix]
     for t in prange(nslot):
-        pr = pre[t]
+        it, vt, nt, bt, ct = idx[t], val[t], nnz[t], binary[t], cur[t]
         for c in range(t, nch, nslot):
             r0 = c * CHUNK
             r1 = min(B, r0 + CHUNK)
-            for r in range(r0, r1):          # phase 1: xW, the prediction, the hidden sample (W in cache)
-                nnz[t], binary[t] = _list_row(X[r], idx[t], val[t])
-                _gather(pre, t, idx, val, nnz, binary, Wp, totWp, True)
-                if predict:
-                    pred[r] = _predict(pr, b, W, a, n_pix, EW, w_fast, recheck, cb[t], ec[t], F[t], lg[t],
-                                       idx[t], val[t], nnz[t])
-                if reconstruct:
-                    for k in range(n_lab):
-                        y = Y[r, k]
-                        if y != 0:
-                            wk = W[n_pix + k]
-                            for j in range(M):
-                                pr[j] += y * wk[j]
-                    for j in range(M):
-                        pr[j] = _sigma(pr[j] + b[j])
-                    hnnz[t, r - r0] = _sample_list(pr, key_h, np.uint64(r) * np.uint64(M), hidx[t, r - r0],
-                                                   hmask[t])
+            for q0 in range(r0, r1, BLOCK):  # phase 1: xW, the prediction, the hidden sample (W in cache)
+                nq = min(r1, q0 + BLOCK) - q0
+                for q in range(nq):
+                    nt[q], bt[q] = _list_row(X[q0 + q], it[q], vt[q])
+                _gather_rows(pre[t], it, vt, nt, bt, nq, Wp, totWp, True, ct)
+                for q in range(nq):
+                    r = q0 + q
+                    pr = pre[t, q]
+                    if predict:
+                        pred[r] = _predict(pr, b, W, a, n_pix, EW, w_fast, recheck, cb[t], ec[t], F[t], lg[t],
+                                           it[q], vt[q], nt[q])
+                    if reconstruct:
+                        for k in range(n_lab):
+                            y = Y[r, k]
+                            if y != 0:
+                                wk = W[n_pix + k]
+                                for j in range(M):
+                                    pr[j] += y * wk[j]
+                        for j in range(M):
+                            pr[j] = _sigma(pr[j] + b[j])
+                        hnnz[t, r - r0] = _sample_list(pr, key_h, np.uint64(r) * np.uint64(M), hidx[t, r - r0],
+                                                       hmask[t])
             if not reconstruct:
                 continue
             sec = se[c]                      # phase 2: hWᵀ and the pixels' scores (Wᵀ in cache)
@@ -382,10 +395,13 @@ def _evaluate(X, Y, W, Wp, WTp, totWp, totWTp, a, b, key_h, key_v, reconstruct, 
             sec[:] = 0.0
             cec[:] = 0.0
             logs = 0.0
-            for r in range(r0, r1):
-                _gather_row(act[t], hidx[t, r - r0], hval, hnnz[t, r - r0], True, WTp, totWTp, True)
-                logs += _score_pixels(act[t], a_pix, X[r], key_v, np.uint64(r) * np.uint64(N), sec, cec, F[t],
-                                      lo, hi, edge)
+            for q0 in range(r0, r1, BLOCK):
+                nq = min(r1, q0 + BLOCK) - q0
+                _gather_rows(act[t], hidx[t, q0 - r0:], hval, hnnz[t, q0 - r0:], hbin, nq, WTp, totWTp, True, ct)
+                for q in range(nq):
+                    r = q0 + q
+                    logs += _score_pixels(act[t, q], a_pix, X[r], key_v, np.uint64(r) * np.uint64(N), sec, cec,
+                                          F[t], lo, hi, edge)
             ce_log[c] = logs
 
 
@@ -502,9 +518,10 @@ def _run(X, Y, params: Params, key: int, reconstruct: bool, predict: bool):
             _transpose(Wp, WTp)
             _column_sum_rows(WTp, totWTp)
         _evaluate(X, Y, W, Wp, WTp, totWp, totWTp, a, b, key_h, key_v, reconstruct, predict, dt == np.float32,
-                  EW, w_fast, e((T, n_pix), i32), e((T, n_pix), dt), e(T, i32), e(T, np.bool_), e((T, M), dt),
-                  e((T, CHUNK, M), i32), np.ones(M, dt), e((T, CHUNK), i32), e((T, M), np.uint8), e((T, n_pix), dt),
-                  e((T, max(n_pix, M))), e((T, M), dt), e((T, 2, M), dt), e((T, n_labels)),
+                  EW, w_fast, e((T, BLOCK, n_pix), i32), e((T, BLOCK, n_pix), dt), e((T, BLOCK), i32),
+                  e((T, BLOCK), np.bool_), e((T, BLOCK, M), dt), e((T, CHUNK, M), i32), np.ones((BLOCK, M), dt),
+                  np.ones(BLOCK, np.bool_), e((T, CHUNK), i32), e((T, M), np.uint8), e((T, BLOCK, n_pix), dt),
+                  e((T, BLOCK), np.int64), e((T, max(n_pix, M))), e((T, M), dt), e((T, 2, M), dt), e((T, n_labels)),
                   se, ce, ce_log, pred)
     if not reconstruct or B == 0:
         return math.nan, math.nan, pred

@@ -176,6 +176,8 @@ def _as_ov(x, like):
 # --------------------------------------------------------------------------------------------------
 # building blocks
 
+GATHER_BLOCK = 16            # rows of S per block in _gather_rows (16 rows of 784 float32: 50 KB, ~L1)
+
 
 @njit(**_PJIT)
 def _transpose(A, AT):
@@ -271,8 +273,37 @@ def _gather(out, r, idx, val, nnz, binary, S, tot, use_tot):
 
 
 @njit(**_JIT)
+def _add_rows(o, ix, n, nn, S, limit):
+    """o += S[ix[n]] + … over the list entries n, n + 1, … < nn, 4 rows per pass ((s0 + s1) + (s2 + s3)
+    added to o), while the pass's last row ix[n + 3] < ``limit``; returns the first entry not added (the
+    < 4 left at the end, or the pass that reaches ``limit``). No multiplications: for binary lists."""
+    K = S.shape[1]
+    while n + 4 <= nn and ix[n + 3] < limit:
+        s0 = S[ix[n]]
+        s1 = S[ix[n + 1]]
+        s2 = S[ix[n + 2]]
+        s3 = S[ix[n + 3]]
+        for k in range(K):
+            o[k] += (s0[k] + s1[k]) + (s2[k] + s3[k])
+        n += 4
+    return n
+
+
+@njit(**_JIT)
+def _add_rest(o, ix, n, nn, S):
+    """o += S[ix[m]] for the list entries n ≤ m < nn, one by one (the tail after :func:`_add_rows`)."""
+    K = S.shape[1]
+    while n < nn:
+        s0 = S[ix[n]]
+        for k in range(K):
+            o[k] += s0[k]
+        n += 1
+
+
+@njit(**_JIT)
 def _gather_row(o, ix, vx, nn, binary, S, tot, use_tot):
     """o = Σ_n vx[n] · S[ix[n]] over the nn non-zero entries of one index list (4 rows of S per pass).
+    A binary list (every vx[n] = 1) is summed without the products (the same sums: 1·s = s exactly).
     For a binary row with more ones than zeros (and ``use_tot``: tot = column sums of S) it is
     computed as tot - Σ over the zero entries ix[nn:], which costs min(ones, zeros) row additions."""
     K = S.shape[1]
@@ -280,22 +311,12 @@ def _gather_row(o, ix, vx, nn, binary, S, tot, use_tot):
     for k in range(K):
         o[k] = 0
     if use_tot and binary and 2 * nn > n_all:
-        n = nn
-        while n + 4 <= n_all:
-            s0 = S[ix[n]]
-            s1 = S[ix[n + 1]]
-            s2 = S[ix[n + 2]]
-            s3 = S[ix[n + 3]]
-            for k in range(K):
-                o[k] += (s0[k] + s1[k]) + (s2[k] + s3[k])
-            n += 4
-        while n < n_all:
-            s0 = S[ix[n]]
-            for k in range(K):
-                o[k] += s0[k]
-            n += 1
+        _add_rest(o, ix, _add_rows(o, ix, nn, n_all, S, n_all), n_all, S)
         for k in range(K):
             o[k] = tot[k] - o[k]
+        return
+    if binary:
+        _add_rest(o, ix, _add_rows(o, ix, 0, nn, S, n_all), nn, S)
         return
     n = 0
     while n + 4 <= nn:
@@ -316,6 +337,32 @@ def _gather_row(o, ix, vx, nn, binary, S, tot, use_tot):
         for k in range(K):
             o[k] += v0 * s0[k]
         n += 1
+
+
+@njit(**_JIT)
+def _gather_rows(O, idx, val, nnz, binary, nrows, S, tot, use_tot, cur):
+    """O[q] = :func:`_gather_row` of list q, for q < nrows, with the same sums in the same order; the
+    binary lists gathered directly (not by their complement; ascending, as :func:`_list_row` and
+    :func:`_sample_list` write them) advance together over blocks of ``GATHER_BLOCK`` rows of S, so that
+    each row of S, while in L1, serves every list that has it (scratch cur[:nrows])."""
+    K = S.shape[1]
+    n_all = S.shape[0]
+    for q in range(nrows):
+        if binary[q] and not (use_tot and 2 * nnz[q] > n_all):
+            cur[q] = 0
+            o = O[q]
+            for k in range(K):
+                o[k] = 0
+        else:
+            cur[q] = -1
+            _gather_row(O[q], idx[q], val[q], nnz[q], binary[q], S, tot, use_tot)
+    for limit in range(GATHER_BLOCK, n_all + GATHER_BLOCK, GATHER_BLOCK):
+        for q in range(nrows):
+            if cur[q] >= 0:
+                cur[q] = _add_rows(O[q], idx[q], cur[q], nnz[q], S, limit)
+    for q in range(nrows):
+        if cur[q] >= 0:
+            _add_rest(O[q], idx[q], cur[q], nnz[q], S)
 
 
 @njit(**_JIT)
