@@ -21,15 +21,17 @@ machine load hits all of them alike):
 Printed per case: samples/s of each (both arms counted), the ratio to bare (for the trainer also the ratio
 of CPU seconds per sample, which other processes on the machine disturb less), the share of the wall time
 spent in evaluation and in publishing snapshots (trainer: ``Trainer.timing()``; cli: evaluation seconds
-from its result.json over its wall time), the seconds per 60k epoch of bare, and of an authors-style
-NumPy float64 reference (``bench_step.reference_step``: dense matmuls, argsort, np.random) timed on
-``--ref-images`` images and scaled. The last line is ``min ratio live/bare: 0.NN`` over the trainer
+from its result.json over its wall time, start-up and step-0 point included; and "point / epoch": one
+epoch-end full point over the per-epoch time, the share a long run pays), the seconds per 60k epoch of
+bare, and of an authors-style NumPy float64 reference (``bench_step.reference_step``: dense matmuls,
+argsort, np.random) timed on ``--ref-images`` images and scaled. The last line is ``min ratio live/bare: 0.NN`` over the trainer
 and cli-per-epoch ratios of every case.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -112,9 +114,11 @@ def time_trainer(cfgs, dataset) -> tuple[float, float, int, dict]:
 
 
 def time_cli(cfgs, out_dir: Path) -> dict:
-    """Run `khrbm train` for each arm; wall time, per-epoch time (from the epoch summaries' arrival) and
-    the evaluation seconds of its result.json, summed over the arms."""
-    total = {"wall": 0.0, "per_epoch": 0.0, "startup": 0.0, "evaluate": 0.0, "samples": 0, "epoch_samples": 0}
+    """Run `khrbm train` for each arm; wall time, per-epoch time (from the epoch summaries' arrival), the
+    evaluation seconds of its result.json and those of one epoch-end point (the session's less its step-0
+    point, over the epochs), summed over the arms."""
+    total = {"wall": 0.0, "per_epoch": 0.0, "startup": 0.0, "evaluate": 0.0, "epoch_point": 0.0, "samples": 0,
+             "epoch_samples": 0}
     for i, cfg in enumerate(cfgs):
         out = out_dir / f"arm{i}"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +141,8 @@ def time_cli(cfgs, out_dir: Path) -> dict:
         total["per_epoch"] += per_epoch
         total["startup"] += stamps[0] - per_epoch if len(stamps) > 1 else float("nan")
         total["evaluate"] += result["evaluate_seconds_this_session"]
+        step0 = result.get("evaluate_seconds_step0", math.nan)          # absent before 2026-11-23
+        total["epoch_point"] += (result["evaluate_seconds_this_session"] - step0) / cfg.epochs
         total["samples"] += result["steps"] * cfg.batch_size
         total["epoch_samples"] += result["steps"] * cfg.batch_size // cfg.epochs
     return total
@@ -214,9 +220,10 @@ def main(argv=None) -> int:
 
     print()
     print("| M | arms | bare (samples/s) | trainer (samples/s) | trainer/bare | (CPU) | trainer eval % | trainer snapshots % "
-          "| cli per epoch (samples/s) | cli/bare | cli end to end (samples/s) | cli eval % | cli start-up (s) "
+          "| cli per epoch (samples/s) | cli/bare | cli end to end (samples/s) | cli eval % | cli point / epoch % "
+          "| cli start-up (s) "
           "| bare s per 60k epoch | authors-style NumPy s per 60k epoch |")
-    print("| --- " * 15 + "|")
+    print("| --- " * 16 + "|")
     ratios = []
     for c in cases:
         M, arms = c
@@ -229,11 +236,13 @@ def main(argv=None) -> int:
         sn = med([x["snapshots"] for x in r["timing"]]) * 100
         e2e = med([x["samples"] / x["wall"] for x in r["cli_raw"]])
         cev = med([x["evaluate"] / x["wall"] for x in r["cli_raw"]]) * 100
+        cpe = med([x["epoch_point"] / x["per_epoch"] for x in r["cli_raw"]]) * 100
         start = med([x["startup"] for x in r["cli_raw"]])
         bare_epoch = 60_000 * arms / med(r["bare"])
         print(f"| {M} | {arms} | {med(r['bare']):,.0f} | {med(r['trainer']):,.0f} | {tr:.2f} | {med(r['cpu']):.2f} "
               f"| {ev:.1f} | {sn:.1f} "
-              f"| {med(r['cli']):,.0f} | {cr:.2f} | {e2e:,.0f} | {cev:.1f} | {start:.1f} | {bare_epoch:.2f} "
+              f"| {med(r['cli']):,.0f} | {cr:.2f} | {e2e:,.0f} | {cev:.1f} | {cpe:.1f} | {start:.1f} "
+              f"| {bare_epoch:.2f} "
               f"| {ref[c]:.1f} |")
     print(f"\nload average (1 min) before the run {load_before:.2f}, at its end {load_end:.2f} on {os.cpu_count()} "
           "cores (this benchmark alone adds ~2); ratios are taken within each round, then the median")

@@ -98,7 +98,8 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
         write_text_atomic(out / "config.json", cfg.to_json() + "\n")
         if run.dataset.notice:
             print(f"note: {run.dataset.notice}", file=sys.stderr)
-        eval_seconds, train_seconds, start_step = 0.0, 0.0, run.step
+        eval_seconds = first_point_seconds = train_seconds = 0.0
+        start_step = run.step
         with stop, np.errstate(over="ignore", invalid="ignore"):    # overflow is reported as divergence
             if run.step == total:
                 print(f"note: the checkpoint is already at epoch {cfg.epochs} (step {run.step}); nothing to train",
@@ -113,7 +114,7 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
             if not run.history and not stop.received:
                 t0 = time.perf_counter()
                 run.evaluate()
-                eval_seconds += time.perf_counter() - t0
+                eval_seconds = first_point_seconds = time.perf_counter() - t0
             while run.step < total:
                 epoch = run.step // run.batches_per_epoch
                 bar = _progress(progress, run, epoch, cfg.epochs)
@@ -152,6 +153,7 @@ def train_into(out: Path, run, *, progress: bool = True, resumed_from: Path | No
         result = {"config": cfg.to_dict(), "final": _clean(final), "steps": run.step,
                   "train_seconds_this_session": round(train_seconds, 3),
                   "evaluate_seconds_this_session": round(eval_seconds, 3),
+                  "evaluate_seconds_step0": round(first_point_seconds, 3),     # of the above (0 when resumed)
                   "samples_per_second": round(samples / train_seconds, 1) if train_seconds > 0 else None}
         write_text_atomic(out / "result.json", json.dumps(result, indent=2) + "\n")
         recorder.end("finished")
