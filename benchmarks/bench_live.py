@@ -24,8 +24,8 @@ spent in evaluation and in publishing snapshots (trainer: ``Trainer.timing()``; 
 from its result.json over its wall time, start-up and step-0 point included; and "point / epoch": one
 epoch-end full point over the per-epoch time, the share a long run pays), the seconds per 60k epoch of
 bare, and of an authors-style NumPy float64 reference (``bench_step.reference_step``: dense matmuls,
-argsort, np.random) timed on ``--ref-images`` images and scaled. The last line is ``min ratio live/bare: 0.NN`` over the trainer
-and cli-per-epoch ratios of every case.
+argsort, np.random) timed on ``--ref-images`` images and scaled. The last line is ``min ratio live/bare:
+0.NN`` over the trainer and cli-per-epoch ratios of every case.
 """
 from __future__ import annotations
 
