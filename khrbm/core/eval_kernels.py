@@ -18,6 +18,9 @@ How the per-image work is kept small (``benchmarks/README.md`` has the measureme
 * **Two phases per chunk.** A chunk of ``CHUNK`` images first does every ``xW`` gather and hidden sample
   (W in the core's cache), then every ``hWᵀ`` gather (Wᵀ in cache): alternating per image, W and Wᵀ
   (1.5 MB each at M = 500) would not fit one core's L2 together.
+* **Images in blocks.** The gathers of BLOCK images advance together over blocks of rows of W (or Wᵀ)
+  (:func:`~khrbm.core.kernels._gather_rows`), so a row in L1 serves every image of the block that has
+  it; each image's sums keep the order of a gather of its own.
 * **Logarithms by products.** The cross-entropy's ``log(1 + e^{-|x|})`` terms and the accuracy's softplus
   tails are summed as the log of a float64 product of the factors ``1 + e^{-|x|}`` (each in [1, 2], so
   960 of them cannot overflow): one ``log`` per row instead of one per pixel or unit.

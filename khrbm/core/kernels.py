@@ -9,7 +9,7 @@ How it is fast (``benchmarks/README.md`` has the measurements behind each choice
   copy ``WT`` that the stepper refreshes at the start of each step. The gradient ``XᵀPh - vᵏᵀQh`` is
   scattered per pixel row of W (each row written once) from per-pixel lists of the batch rows where the
   pixel is on in X only, in vᵏ only (``-Qh``) or in both (``Ph - Qh``, one row instead of two).
-  Non-binary inputs work too: the lists carry the values.
+  Non-binary inputs work too: the lists carry the values; binary lists are summed without them.
 * **Dense rows take the complement.** A binary row with more ones than zeros is gathered as
   ``column sums - Σ over its zeros``, so a product never costs more than half a dense one; this is
   the fallback for dense data (KMNIST, Fashion-MNIST, inverted images, hidden layers near 50 %). It is
