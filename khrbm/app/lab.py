@@ -587,10 +587,10 @@ class Lab(pn.viewable.Viewer):
             queued = views.status_html(None, "queued")
             if self.status.object != queued:
                 self.status.object = queued
-        if snap is None or (not force and (snap is self._last_snap or self.seat.later(snap, self._last_snap))):
+        if snap is None or (not force and snap is self._last_snap):    # (a follower's: its run's frame)
             return
         self._last_snap = snap
-        board = self.dashboard
+        board, cpu = self.dashboard, time.thread_time()
         with pn.io.hold():
             if board.needs_rebuild(snap):
                 t0 = time.perf_counter()
@@ -598,19 +598,18 @@ class Lab(pn.viewable.Viewer):
                 self.inspect.attach(board)
                 log.info("session %s: views rebuilt in %.2f s", self.session_id, time.perf_counter() - t0)
                 self._last_mosaic = 0.0
-            now = time.monotonic()
-            heavy = (force or now - self._last_mosaic >= self.seat.mosaic_interval(MOSAIC_MIN_INTERVAL)
-                     or snap.state != "running")
-            heavy = heavy and self._mosaic_snap is not snap
+            due = time.monotonic() - self._last_mosaic >= self.seat.mosaic_interval(MOSAIC_MIN_INTERVAL)
+            heavy = self._mosaic_snap is not snap and (force or due or snap.state != "running")
             board.update(snap, heavy)
             self.inspect.update(snap, heavy)
             if heavy:
                 self._mosaic_snap, self._mosaic_version = snap, snap.version
-                self._last_mosaic = now
+                self._last_mosaic = time.monotonic()
             busy = " — ".join(x for x in (self.seat.line(), self._busy) if x)
             self.status.object = views.status_html(snap, busy, self._loaded_msg, self._mosaic_version)
             self._buttons(snap)
             self.library.update(snap, self._page_shown)
+        self.seat.drawn(time.thread_time() - cpu)      # sending included: the hold ends above
 
     def _buttons(self, snap):
         if not self._page_shown:   # Bokeh 3.9 fails on a button's `disabled` that changes before it is drawn
