@@ -73,11 +73,11 @@ class Share:
     def frame(self, pace: Pace = PACE):
         """The snapshot the followers draw (the same object for all of them): the trainer's latest when the run's
         state or its settings changed since the last frame, or when ``pace.interval()`` passed; else the last."""
-        snap, now = self.trainer.snapshot, time.monotonic()
+        snap, now, interval = self.trainer.snapshot, time.monotonic(), pace.interval()
         with self._lock:
             last = self._frame
             if last is None or (snap.state, snap.changes) != (last.state, last.changes) or \
-                    (snap is not last and now - self._frame_at >= pace.interval()):
+                    (snap is not last and now - self._frame_at >= interval):
                 self._frame, self._frame_at = snap, now
             return self._frame
 
