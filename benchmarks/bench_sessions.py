@@ -228,7 +228,7 @@ class Tab:
         self.page = self.context.new_page()
         self.bytes = 0
         self.page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
-        self.page.goto(url)
+        self.page.goto(url, timeout=180_000)          # a loaded machine may take more than the default 30 s
 
     def _frame(self, payload):
         self.bytes += len(payload) if isinstance(payload, bytes) else len(payload.encode())

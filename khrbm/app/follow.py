@@ -13,6 +13,7 @@ they cost, keep to FOLLOW_BUDGET of the one core the trainers share with the ser
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import tempfile
 import threading
@@ -25,6 +26,8 @@ FOLLOW_ARG = "follow"                                    # the link's query: /ap
 FOLLOW_REDRAW = 1.0       # seconds between two frames of a shared run at least (its state staying the same)
 FOLLOW_MOSAIC = 2.5       # seconds between a follower's mosaic redraws at least (scaled as the frames are)
 FOLLOW_BUDGET = 0.15      # share of a core that the followers' redraws may take, all shared runs together
+PACE_LOG_EVERY = 20.0     # seconds between two log lines on the followers' pace
+log = logging.getLogger("khrbm.app")
 
 
 class Pace:
@@ -35,9 +38,16 @@ class Pace:
     def __init__(self, budget: float = FOLLOW_BUDGET, weight: float = 0.2):
         self.budget, self.weight = budget, weight
         self.cost = 0.0
+        self._said = 0.0            # when the log last said the pace
 
     def record(self, seconds: float) -> None:
         self.cost = seconds if not self.cost else (1 - self.weight) * self.cost + self.weight * seconds
+        now = time.monotonic()
+        if now - self._said >= PACE_LOG_EVERY:
+            self._said = now
+            n = sum(item.followers for item in listing())
+            log.info("followers: %d; a redraw costs %.1f ms of the event loop; a frame every %.2f s", n,
+                     1000 * self.cost, self.interval(n))
 
     def interval(self, followers: int | None = None) -> float:
         """Seconds between two frames of a shared run; ``followers``: all followers on the server (default:
