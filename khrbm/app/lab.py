@@ -661,6 +661,7 @@ class Lab(pn.viewable.Viewer):
 def build() -> pn.template.BootstrapTemplate:
     """The page of one browser tab: a fresh Lab in the Bootstrap template."""
     session.local_resources()
+    session.share_the_gil()
     pn.extension(notifications=True)
     lab = Lab()
     page = layout.page(lab, favicon=str(ASSETS / "favicon.svg"), logo=str(ASSETS / "logo.svg"))
