@@ -163,6 +163,11 @@ class Seat:
         a follower FOLLOW_MOSAIC stretched as the shared run's frames are (``follow.PACE``)."""
         return follow.FOLLOW_MOSAIC * follow.PACE.scale() if self.mode == "follow" else own
 
+    def mosaics_at_once(self, snap) -> bool:
+        """A trainer's tab redraws its mosaics at once when its run stops; a follower's redraw at the teacher's
+        click (all followers at once) sends the status and curves, its mosaics when due (see Lab._tick)."""
+        return snap.state != "running" and self.mode != "follow"
+
     def drawn(self, seconds: float) -> None:
         """A redraw took ``seconds`` of the event loop's CPU: a follower's paces the frames of shared runs."""
         if self.mode == "follow":

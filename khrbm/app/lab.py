@@ -587,8 +587,9 @@ class Lab(pn.viewable.Viewer):
             queued = views.status_html(None, "queued")
             if self.status.object != queued:
                 self.status.object = queued
-        if snap is None or (not force and snap is self._last_snap):    # (a follower's: its run's frame)
-            return
+        due = time.monotonic() - self._last_mosaic >= self.seat.mosaic_interval(MOSAIC_MIN_INTERVAL)
+        if snap is None or (not force and snap is self._last_snap and not (due and self._mosaic_snap is not snap)):
+            return                      # (a follower's paused frame is drawn again once its mosaics are due)
         self._last_snap = snap
         board, cpu = self.dashboard, time.thread_time()
         with pn.io.hold():
@@ -597,9 +598,8 @@ class Lab(pn.viewable.Viewer):
                 board.rebuild(snap)
                 self.inspect.attach(board)
                 log.info("session %s: views rebuilt in %.2f s", self.session_id, time.perf_counter() - t0)
-                self._last_mosaic = 0.0
-            due = time.monotonic() - self._last_mosaic >= self.seat.mosaic_interval(MOSAIC_MIN_INTERVAL)
-            heavy = self._mosaic_snap is not snap and (force or due or snap.state != "running")
+                due = True
+            heavy = self._mosaic_snap is not snap and (force or due or self.seat.mosaics_at_once(snap))
             board.update(snap, heavy)
             self.inspect.update(snap, heavy)
             if heavy:
