@@ -326,8 +326,11 @@ def run_case(browser, trainers: int, followers: int, args, log_dir: Path, profil
                 for css, state in ((".khrbm-pause", "paused"), (".khrbm-start", "running")):
                     for f in teacher.followers:
                         f.page.evaluate(f"() => {{ window.__rt = window.__khrbm_wait('{state}', 30000); }}")
-                    t_click = teacher.page.evaluate(f"() => window.__khrbm_click('{css}')")
-                    t_seen = teacher.page.evaluate(f"() => window.__khrbm_wait('{state}', 30000)")
+                    # the tab's own wait starts before the click, as its followers' do (a second call after
+                    # the click measured Playwright reaching a busy page, not the status line changing)
+                    t_click, t_seen = teacher.page.evaluate(
+                        f"() => {{ const seen = window.__khrbm_wait('{state}', 30000); "
+                        f"const t = window.__khrbm_click('{css}'); return seen.then(s => [t, s]); }}")
                     own.append(float("inf") if t_seen is None else (t_seen - t_click) / 1000)
                     for f in teacher.followers:
                         t_f = f.page.evaluate("() => window.__rt")

@@ -131,6 +131,8 @@ def test_the_pace_keeps_all_followers_redraws_within_the_budget():
     assert pace.interval(followers=5) == follow.FOLLOW_REDRAW            # 5 × 10 ms a second: within 15 %
     assert pace.interval(followers=30) == pytest.approx(2.0)             # 30 × 10 ms every 2 s: 15 % of a core
     assert pace.scale() >= 1.0
+    pace.record(5.0)                             # a tab's first redraw, building its figures: not 16 s frames
+    assert pace.interval(followers=30) == pytest.approx(30 * (0.8 * 0.010 + 0.2 * 0.030) / 0.15)
     for _ in range(60):                                                  # redraws got cheaper: back to 1 s
         pace.record(0.002)
     assert pace.interval(followers=30) == follow.FOLLOW_REDRAW

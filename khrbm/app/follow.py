@@ -41,6 +41,9 @@ class Pace:
         self._said = 0.0            # when the log last said the pace
 
     def record(self, seconds: float) -> None:
+        """One follower redraw took ``seconds``; one far above the average (a tab's first, which builds its
+        figures) counts as 3 times the average."""
+        seconds = min(seconds, 3 * self.cost) if self.cost else seconds
         self.cost = seconds if not self.cost else (1 - self.weight) * self.cost + self.weight * seconds
         now = time.monotonic()
         if now - self._said >= PACE_LOG_EVERY:
