@@ -19,7 +19,9 @@ Measured, per case:
   to the status line showing the new state, in that tab and in the Chromium followers of that run (all in
   the browser's own clock); p50 and p95 over all of them;
 * bytes per redraw tick per tab (websocket frames received; Chromium trainers, Chromium followers, headless
-  followers), server RSS (peak) and the server's CPU share of its core during the window;
+  followers), server RSS (peak) and the server's CPU share of its core during the window, and of its event
+  loop alone (the main thread: every tab's redraw and sending; per follower, a measure that holds on a loaded
+  machine, where the share of the core the server gets does not);
 * khrbm threads alive in the server once every tab closed (its log: "khrbm threads: N" after the last trainer
   closed).
 
@@ -128,8 +130,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_seconds(self, thread: bool = False) -> float:
+        """CPU seconds of the server process, or (``thread``) of its main thread alone: the event loop that
+        redraws and sends every tab (the trainers' steps run on threads of their own)."""
+        stat = f"/proc/{self.proc.pid}/task/{self.proc.pid}/stat" if thread else f"/proc/{self.proc.pid}/stat"
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def threads_left(self, trainers: int, timeout: float = 90.0) -> int | None:
@@ -223,7 +228,7 @@ class Tab:
         self.page = self.context.new_page()
         self.bytes = 0
         self.page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
-        self.page.goto(url)
+        self.page.goto(url, timeout=180_000)          # a loaded machine may take more than the default 30 s
 
     def _frame(self, payload):
         self.bytes += len(payload) if isinstance(payload, bytes) else len(payload.encode())
@@ -300,10 +305,10 @@ def run_case(browser, trainers: int, followers: int, args, log_dir: Path, profil
         steps0 = [int(t.attr("step") or 0) for t in teachers]
         bytes0 = [t.bytes for t in tabs] + [h.bytes for h in headless]
         spy = profile_server(server.proc.pid, args.window, profile) if profile else None
-        cpu0, t0 = server.cpu_seconds(), time.time()
+        cpu0, loop0, t0 = server.cpu_seconds(), server.cpu_seconds(thread=True), time.time()
         pager.wait_for_timeout(args.window * 1000)
         dt = time.time() - t0
-        cpu = (server.cpu_seconds() - cpu0) / dt
+        cpu, loop = (server.cpu_seconds() - cpu0) / dt, (server.cpu_seconds(thread=True) - loop0) / dt
         steps1 = [int(t.attr("step") or 0) for t in teachers]
         bytes1 = [t.bytes for t in tabs] + [h.bytes for h in headless]
         arms = int(teachers[0].attr("arms") or 1)
@@ -321,8 +326,11 @@ def run_case(browser, trainers: int, followers: int, args, log_dir: Path, profil
                 for css, state in ((".khrbm-pause", "paused"), (".khrbm-start", "running")):
                     for f in teacher.followers:
                         f.page.evaluate(f"() => {{ window.__rt = window.__khrbm_wait('{state}', 30000); }}")
-                    t_click = teacher.page.evaluate(f"() => window.__khrbm_click('{css}')")
-                    t_seen = teacher.page.evaluate(f"() => window.__khrbm_wait('{state}', 30000)")
+                    # the tab's own wait starts before the click, as its followers' do (a second call after
+                    # the click measured Playwright reaching a busy page, not the status line changing)
+                    t_click, t_seen = teacher.page.evaluate(
+                        f"() => {{ const seen = window.__khrbm_wait('{state}', 30000); "
+                        f"const t = window.__khrbm_click('{css}'); return seen.then(s => [t, s]); }}")
                     own.append(float("inf") if t_seen is None else (t_seen - t_click) / 1000)
                     for f in teacher.followers:
                         t_f = f.page.evaluate("() => window.__rt")
@@ -336,7 +344,7 @@ def run_case(browser, trainers: int, followers: int, args, log_dir: Path, profil
         tabs = []
         left = server.threads_left(trainers)
         return dict(name=name, trainers=trainers, followers=followers, opened=opened, rates=rates,
-                    total=sum(rates), cpu=cpu, rss=rss, p50=percentile(every, 0.5), p95=percentile(every, 0.95),
+                    total=sum(rates), cpu=cpu, loop=loop, rss=rss, p50=percentile(every, 0.5), p95=percentile(every, 0.95),
                     own95=percentile(own, 0.95), seen95=percentile(seen, 0.95), clicks=len(every),
                     tick_trainer=statistics.mean(per_tick[:n_t]),
                     tick_follower=statistics.mean(per_tick[n_t:n_t + n_f]) if n_f else float("nan"),
@@ -355,14 +363,14 @@ def table(results: list, ref: float) -> str:
     """The cases as a Markdown table (for benchmarks/README.md)."""
     rows = ["| trainers + followers | Chromium / headless tabs | samples/s total | vs one alone | each trainer "
             "(vs one alone) | click p50 / p95 s | bytes/tick: trainer / Chromium follower / headless | server RSS MB,"
-            " CPU | threads left |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+            " CPU (event loop) | threads left |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in results:
         each = (f"{min(r['rates']) / ref:.0%}–{max(r['rates']) / ref:.0%}" if len(r["rates"]) > 1
                 else f"{r['rates'][0] / ref:.0%}")
         ticks = " / ".join("–" if v != v else f"{v:,.0f}" for v in (r["tick_trainer"], r["tick_follower"],
                                                                      r["tick_headless"]))
         rows.append(f"| {r['name']} | {r['real_tabs']} / {r['headless']} | {r['total']:,.0f} | {r['total'] / ref:.0%} "
-                    f"| {each} | {r['p50']:.2f} / {r['p95']:.2f} | {ticks} | {r['rss']:,.0f}, {r['cpu']:.0%} "
+                    f"| {each} | {r['p50']:.2f} / {r['p95']:.2f} | {ticks} | {r['rss']:,.0f}, {r['cpu']:.0%} ({r['loop']:.0%}) "
                     f"| {r['threads_left']} |")
     return "\n".join(rows)
 
@@ -429,8 +437,9 @@ def main() -> int:
                   f"(own tab p95 {r['own95']:.2f} s, followers' p95 {r['seen95']:.2f} s)")
             print(f"  bytes per tick per tab: trainer {r['tick_trainer']:,.0f}, Chromium follower "
                   f"{r['tick_follower']:,.0f}, headless follower {r['tick_headless']:,.0f}")
-            print(f"  server: peak RSS {r['rss']:,.0f} MB, CPU {r['cpu']:.0%} of a core; khrbm threads after all "
-                  f"tabs closed: {r['threads_left']}")
+            per = f", {r['loop'] / f * 1000:.1f} ms/s per follower" if f else ""
+            print(f"  server: peak RSS {r['rss']:,.0f} MB, CPU {r['cpu']:.0%} of a core (event loop {r['loop']:.0%}"
+                  f"{per}); khrbm threads after all tabs closed: {r['threads_left']}")
         browser.close()
     refs = [x["total"] for x in results if x["followers"] == 0 and x["trainers"] == 1]
     ref = statistics.mean(refs) if refs else float("nan")

@@ -1,7 +1,10 @@
 """The classroom server's parts without a browser: the training places and their queue (capacity.Slots), share
 codes, forking a run through its checkpoint (follow.checkpoint_bytes / follow.restore) with real Trainers, and
 the images computed once for every tab (feed.Memo). What a person sees of them is in tests/test_classroom_browser.py."""
+import time
+
 import numpy as np
+import pytest
 
 from khrbm.app import capacity, feed, follow
 from khrbm.config import RunConfig
@@ -119,3 +122,68 @@ def test_tabs_drawing_the_same_snapshot_compute_it_once():
     memo.get("c", compute("c"))                    # the least recently used one ("a") goes
     assert memo.get("b", compute("b")) == "image of b" and memo.get("a", compute("a")) == "image of a"
     assert computed == ["a", "b", "c", "a"]
+
+
+def test_the_pace_keeps_all_followers_redraws_within_the_budget():
+    pace = follow.Pace(budget=0.15)
+    assert pace.interval(followers=30) == follow.FOLLOW_REDRAW            # nothing measured yet
+    pace.record(0.010)                                                   # a follower's redraw: 10 ms of the loop
+    assert pace.interval(followers=5) == follow.FOLLOW_REDRAW            # 5 × 10 ms a second: within 15 %
+    assert pace.interval(followers=30) == pytest.approx(2.0)             # 30 × 10 ms every 2 s: 15 % of a core
+    assert pace.scale() >= 1.0
+    pace.record(5.0)                             # a tab's first redraw, building its figures: not 16 s frames
+    assert pace.interval(followers=30) == pytest.approx(30 * (0.8 * 0.010 + 0.2 * 0.030) / 0.15)
+    for _ in range(60):                                                  # redraws got cheaper: back to 1 s
+        pace.record(0.002)
+    assert pace.interval(followers=30) == follow.FOLLOW_REDRAW
+
+
+def test_followers_draw_one_frame_renewed_at_once_when_the_teacher_acts(trainers):
+    """Every follower of a run gets the same snapshot object; a newer one of the same state and settings waits
+    for the pace's interval, while the teacher's change of a setting (or of the run's state) shows at once."""
+    bars = load_dataset("bars")
+    teacher = trainers(RunConfig(**{**SMALL, "sampler": "cd"}), dataset=bars)
+    _step_to(teacher, 3)
+    item = follow.share("teacher-session", teacher, "bars", "Bars")
+    slow, fast = follow.Pace(), follow.Pace()
+    slow.record(1e4)                                   # a redraw that cost hours: a frame would last for ever
+    try:
+        item.join("s1"), item.join("s2")
+        frame = item.frame(slow)
+        assert frame is teacher.snapshot and item.frame(slow) is frame
+        newer = _step_to(teacher, 5)
+        assert newer is not frame and newer.state == frame.state and item.frame(slow) is frame
+        teacher.update(arm="A", delta=0.0)
+        changed = _step_to(teacher, 6)
+        assert [c.field for c in changed.changes] == ["delta"] and item.frame(slow) is changed
+        _step_to(teacher, 8)
+        time.sleep(follow.FOLLOW_REDRAW)                # a free server: a new frame every FOLLOW_REDRAW s
+        assert item.frame(fast) is teacher.snapshot and item.frame(fast).step == 8
+    finally:
+        follow.end(item)
+
+
+def test_two_followers_draw_the_frame_from_one_computation_with_the_teachers_markers(trainers):
+    """Two followers' dashboards drawing one frame hold the same mosaic image and marker arrays (computed once,
+    not per tab), and the markers show where the teacher changed a setting."""
+    from khrbm.app.dashboard import Dashboard
+
+    bars = load_dataset("bars")
+    cfg = RunConfig(**{**SMALL, "sampler": "cd", "kh_mode": "td"})
+    teacher = trainers(cfg, cfg.replace(kh_mode="off"), dataset=bars)
+    _step_to(teacher, 4)
+    teacher.update(arm="A", delta=0.0)
+    frame = _step_to(teacher, 9)
+    change_step = frame.changes[0].step
+    boards = [Dashboard(), Dashboard()]
+    for board in boards:
+        board.rebuild(frame)
+        board.update(frame, heavy=True)
+    one, two = boards
+    for name in ("mosaic0", "mosaic1"):
+        assert one.v[name].image.data["image"][0] is two.v[name].image.data["image"][0]
+    for name in ("ratio", "cos", "mse"):
+        marks = [board.v[name].markers.data["x"] for board in boards]
+        assert marks[0] is marks[1]
+    assert list(one.v["ratio"].markers.data["x"]) == [float(change_step)]
+    assert list(one.v["wins"].src.data["image"][0].shape) == list(frame.arms[0].image_shape)

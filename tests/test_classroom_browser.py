@@ -102,6 +102,8 @@ def test_followers_watch_the_teachers_run_and_can_copy_it(khrbm_browser):
             teacher.wait_attr("state", lambda v: v == "paused")
             step, wsig = teacher.step(), teacher.attr("wsig")
             follower.wait_attr("step", lambda v: int(v) == step)
+            # the pause reached the follower with its status and curves; the paused frame's mosaics come when due
+            follower.wait_attr("mosaic-version", lambda v: v == follower.attr("version"), timeout=30)
             follower.page.locator(".khrbm-copy-run button").first.click()       # Make my own copy
             wait_seat(follower, None)
             wait_status(follower, lambda text: "following" not in text)

@@ -29,8 +29,6 @@ from . import capacity, follow, presets, session
 from .errors import UserError, describe
 from .session import log
 
-FOLLOW_REDRAW = 1.0       # seconds between a follower's redraws while the run's state stays the same
-FOLLOW_MOSAIC = 2.5       # seconds between a follower's mosaic redraws
 SEAT_CSS = """
 .khrbm-seat { font-size: 13.5px; line-height: 1.45; padding: 5px 10px; border-radius: 6px; background: #fff8e1;
   border: 1px solid #e7c46a; color: #3d2f00; }
@@ -94,7 +92,6 @@ class Seat:
         self._restored = None          # a restored trainer not yet adopted by the Lab
         self._shown_cfg = None         # follow: the config the sidebar shows
         self._ended_seen = False       # follow: the tab has shown that the shared run ended
-        self._drawn_at = 0.0           # follow: when the figures were last redrawn
         self._doc = pn.state.curdoc
         self.share_btn = pn.widgets.Button(name="⇪ Share my run", css_classes=["khrbm-share"], width=120,
                                            margin=(4, 2, 4, 10), visible=self.managed, button_type="light",
@@ -124,7 +121,7 @@ class Seat:
         if self.lab.trainer is not None:
             return self.lab.trainer.snapshot
         if self.mode == "follow":
-            return self.followed.snapshot
+            return self.followed.frame()
         if self.mode == "released" and self.saved is not None:
             return self.saved[1]
         return None
@@ -161,21 +158,20 @@ class Seat:
         """A follower's page address keeps its follow link ('' otherwise: the setup's link)."""
         return f"{follow.FOLLOW_ARG}={self.followed.code}" if self.mode == "follow" else ""
 
-    def later(self, snap, last) -> bool:
-        """A follower redraws at most every FOLLOW_REDRAW seconds (every tab of a class costs the server its
-        sending), but at once when the run's state or its settings changed (a click of the teacher's)."""
-        now = time.monotonic()
-        if self.mode != "follow" or last is None or (snap.state, snap.changes) != (last.state, last.changes):
-            self._drawn_at = now
-            return False
-        if now - self._drawn_at < FOLLOW_REDRAW:
-            return True
-        self._drawn_at = now
-        return False
-
     def mosaic_interval(self, own: float) -> float:
-        """Seconds between two redraws of the mosaics (the heaviest data sent): ``own`` for a trainer's tab."""
-        return FOLLOW_MOSAIC if self.mode == "follow" else own
+        """Seconds between two redraws of the mosaics (the heaviest data sent): ``own`` for a trainer's tab, for
+        a follower FOLLOW_MOSAIC stretched as the shared run's frames are (``follow.PACE``)."""
+        return follow.FOLLOW_MOSAIC * follow.PACE.scale() if self.mode == "follow" else own
+
+    def mosaics_at_once(self, snap) -> bool:
+        """A trainer's tab redraws its mosaics at once when its run stops; a follower's redraw at the teacher's
+        click (all followers at once) sends the status and curves, its mosaics when due (see Lab._tick)."""
+        return snap.state != "running" and self.mode != "follow"
+
+    def drawn(self, seconds: float) -> None:
+        """A redraw took ``seconds`` of the event loop's CPU: a follower's paces the frames of shared runs."""
+        if self.mode == "follow":
+            follow.PACE.record(seconds)
 
     def touch(self):
         """A person acted in this tab (it is not idle)."""

@@ -192,35 +192,56 @@ class Dashboard:
 
     def _update_curves(self, snap):
         v, a = self.v, snap.arms[0]
-        m_epoch = views.change_markers(snap.changes, "epoch")
-        m_step = views.change_markers(snap.changes, "step")
-        t_epoch, t_step = (lessons.timeline(snap.lesson, x, a.step) for x in ("epoch", "step"))
-        data = {}
-        shown = [(arm.name, arm.history) for arm in snap.arms] + ([(PAST, self.past[1])] if self.past else [])
-        for name, history in shown:
-            for key in ("val_mse", "train_mse", "val_ce", "train_ce", "accuracy"):
-                data[f"{name}:{key}"] = views.history_arrays(history, "epoch", key)
-            data[f"{name}:overlap"] = views.history_arrays(history, "step", "overlap")
+        live = feed.SHARED.get(feed.frame_key(snap, "curves"), lambda: _curve_arrays(snap))
+        data = dict(live["data"])
+        if self.past:
+            data.update(_history_series(PAST, self.past[1]))
+        m_epoch, m_step, t_epoch, t_step = live["m_epoch"], live["m_step"], live["t_epoch"], live["t_step"]
         v["mse"].update(data, m_epoch, timeline=t_epoch)
         v["ce"].update(data, m_epoch, timeline=t_epoch)
         if a.config.task != "classification":
             v["third"].update(data, m_step, timeline=t_step)
         else:
             v["third"].update(data, m_epoch, timeline=t_epoch)
-        xs, ys = views.history_arrays(a.xi or {}, "step", "ratio")
-        es, ee = views.history_arrays(a.history, "step", "eps")      # ε now: the dot at (step, ε)
         if a.config.probe_every:
             t = f"Fig. 2: |ξ|/|∇L| (A) · ε(t) = {a.eps:.3g} now"
         else:
             t = f"Fig. 2: ξ probe off (Diagnostics) · ε = {a.eps:.3g}"
-        v["ratio"].update({"ratio": (xs, ys), "eps": (es, ee)}, m_step, now=(a.step, a.eps), title=t, timeline=t_step)
-        v["cos"].update({"cos": views.history_arrays(a.xi or {}, "step", "cosine")}, m_step, timeline=t_step)
+        v["ratio"].update({"ratio": live["ratio"], "eps": live["eps"]}, m_step, now=(a.step, a.eps), title=t,
+                          timeline=t_step)
+        v["cos"].update({"cos": live["cos"]}, m_step, timeline=t_step)
 
     def _update_competition(self, snap):
         v, a = self.v, snap.arms[0]
         if "wins" in v:
-            w, i = competition_images(a.win_counts, a.inhibit_counts, a.n_pixels, a.image_shape)
-            v["wins"].update(w)
-            v["inh"].update(i)
+            key = feed.frame_key(snap, "competition")
+            w, i = feed.SHARED.get(key, lambda: competition_images(a.win_counts, a.inhibit_counts, a.n_pixels,
+                                                                   a.image_shape))
+            v["wins"].update(w, key=key)
+            v["inh"].update(i, key=key)
         elif "bars" in v:
             v["bars"].update(a.win_counts, a.inhibit_counts)
+
+
+def _history_series(name: str, history: dict) -> dict:
+    """The curves' (x, y) arrays of one arm's (or a past run's) ``history``, by series key."""
+    data = {f"{name}:{key}": views.history_arrays(history, "epoch", key)
+            for key in ("val_mse", "train_mse", "val_ce", "train_ce", "accuracy")}
+    data[f"{name}:overlap"] = views.history_arrays(history, "step", "overlap")
+    return data
+
+
+def _curve_arrays(snap) -> dict:
+    """What the curves of ``snap`` are drawn from (alike in every tab drawing it): the series' arrays, the change
+    markers and the lesson's timeline against epoch and step, and the Fig. 2 series of arm A."""
+    a = snap.arms[0]
+    data = {}
+    for arm in snap.arms:
+        data.update(_history_series(arm.name, arm.history))
+    return dict(data=data, m_epoch=views.change_markers(snap.changes, "epoch"),
+                m_step=views.change_markers(snap.changes, "step"),
+                t_epoch=lessons.timeline(snap.lesson, "epoch", a.step),
+                t_step=lessons.timeline(snap.lesson, "step", a.step),
+                ratio=views.history_arrays(a.xi or {}, "step", "ratio"),
+                eps=views.history_arrays(a.history, "step", "eps"),      # ε now: the dot at (step, ε)
+                cos=views.history_arrays(a.xi or {}, "step", "cosine"))

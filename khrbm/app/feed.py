@@ -88,10 +88,10 @@ class Changes:
 
 
 class Memo:
-    """What every tab drawing the same snapshot sends alike (a mosaic's 8-bit codes, the probe images),
-    computed once: the latest ``size`` results by key (a key names every input of the result, e.g. the
-    weights' checksum and the mosaic's shape). Followers of a shared run then cost the server the sending,
-    not the computing."""
+    """What every tab drawing the same snapshot sends alike (a mosaic's 8-bit codes, the probe images, the
+    curves' arrays and markers), computed once: the latest ``size`` results by key (a key names every input of
+    the result, e.g. the weights' checksum and the mosaic's shape, or :func:`frame_key`). Followers of a shared
+    run then cost the server the sending, not the computing."""
 
     def __init__(self, size: int = 64):
         self.size = size
@@ -113,4 +113,10 @@ class Memo:
         return value
 
 
-SHARED = Memo()
+def frame_key(snap, what: str) -> tuple:
+    """The :class:`Memo` key of ``what`` drawn from snapshot ``snap``: its publish time and version name it
+    (every follower of a shared run draws the same frame, ``follow.Share.frame``)."""
+    return (what, snap.version, snap.time)
+
+
+SHARED = Memo(size=128)

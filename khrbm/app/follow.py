@@ -4,17 +4,66 @@ a follower costs no training. A follower may fork the run (:func:`checkpoint_byt
 then :func:`restore` into a trainer of its own). When the sharing tab closes, :func:`end` unlists the code;
 its followers keep the closed trainer (no thread; its arms stay readable, so a copy can still be made) until
 they close too. Panel-free: the per-tab side is :mod:`khrbm.app.classroom`.
+
+Followers draw frames, not every snapshot: :meth:`Share.frame` hands every follower of a run the same snapshot
+object, renewed at once when the run's state or its settings change (the teacher's click) and otherwise every
+:func:`Pace.interval` seconds. So what a snapshot's figures are made of (mosaic codes, curve arrays, markers) is
+computed once per frame for the whole class (``feed.SHARED``), and the redraws of all followers, paced by what
+they cost, keep to FOLLOW_BUDGET of the one core the trainers share with the server's event loop.
 """
 from __future__ import annotations
 
+import logging
 import secrets
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"     # no 0/O or 1/I to mistake when typed from a screen
 CODE_LENGTH = 4
 FOLLOW_ARG = "follow"                                    # the link's query: /app?follow=CODE
+FOLLOW_REDRAW = 1.0       # seconds between two frames of a shared run at least (its state staying the same)
+FOLLOW_MOSAIC = 2.5       # seconds between a follower's mosaic redraws at least (scaled as the frames are)
+FOLLOW_BUDGET = 0.15      # share of a core that the followers' redraws may take, all shared runs together
+PACE_LOG_EVERY = 20.0     # seconds between two log lines on the followers' pace
+log = logging.getLogger("khrbm.app")
+
+
+class Pace:
+    """Server-wide: what one follower's redraw costs the event loop (a moving average of its CPU seconds,
+    sending included), and from it how far apart a shared run's frames must be so that all followers' redraws
+    keep to ``budget`` of a core: with n followers in all, every ``max(FOLLOW_REDRAW, n · cost / budget)`` s."""
+
+    def __init__(self, budget: float = FOLLOW_BUDGET, weight: float = 0.2):
+        self.budget, self.weight = budget, weight
+        self.cost = 0.0
+        self._said = 0.0            # when the log last said the pace
+
+    def record(self, seconds: float) -> None:
+        """One follower redraw took ``seconds``; one far above the average (a tab's first, which builds its
+        figures) counts as 3 times the average."""
+        seconds = min(seconds, 3 * self.cost) if self.cost else seconds
+        self.cost = seconds if not self.cost else (1 - self.weight) * self.cost + self.weight * seconds
+        now = time.monotonic()
+        if now - self._said >= PACE_LOG_EVERY:
+            self._said = now
+            n = sum(item.followers for item in listing())
+            log.info("followers: %d; a redraw costs %.1f ms of the event loop; a frame every %.2f s", n,
+                     1000 * self.cost, self.interval(n))
+
+    def interval(self, followers: int | None = None) -> float:
+        """Seconds between two frames of a shared run; ``followers``: all followers on the server (default:
+        counted from the shared runs)."""
+        n = sum(item.followers for item in listing()) if followers is None else followers
+        return max(FOLLOW_REDRAW, n * self.cost / self.budget)
+
+    def scale(self) -> float:
+        """How much slower than FOLLOW_REDRAW the frames come now (1 on a server with time to spare)."""
+        return self.interval() / FOLLOW_REDRAW
+
+
+PACE = Pace()
 
 
 class Share:
@@ -27,10 +76,23 @@ class Share:
         self.ended = False
         self._followers: set = set()
         self._lock = threading.Lock()
+        self._frame = None          # the snapshot every follower draws now, and when it was taken
+        self._frame_at = 0.0
 
     @property
     def snapshot(self):
         return self.trainer.snapshot
+
+    def frame(self, pace: Pace = PACE):
+        """The snapshot the followers draw (the same object for all of them): the trainer's latest when the run's
+        state or its settings changed since the last frame, or when ``pace.interval()`` passed; else the last."""
+        snap, now, interval = self.trainer.snapshot, time.monotonic(), pace.interval()
+        with self._lock:
+            last = self._frame
+            if last is None or (snap.state, snap.changes) != (last.state, last.changes) or \
+                    (snap is not last and now - self._frame_at >= interval):
+                self._frame, self._frame_at = snap, now
+            return self._frame
 
     def join(self, sid) -> None:
         with self._lock:

@@ -587,30 +587,29 @@ class Lab(pn.viewable.Viewer):
             queued = views.status_html(None, "queued")
             if self.status.object != queued:
                 self.status.object = queued
-        if snap is None or (not force and (snap is self._last_snap or self.seat.later(snap, self._last_snap))):
-            return
+        due = time.monotonic() - self._last_mosaic >= self.seat.mosaic_interval(MOSAIC_MIN_INTERVAL)
+        if snap is None or (not force and snap is self._last_snap and not (due and self._mosaic_snap is not snap)):
+            return                      # (a follower's paused frame is drawn again once its mosaics are due)
         self._last_snap = snap
-        board = self.dashboard
+        board, cpu = self.dashboard, time.thread_time()
         with pn.io.hold():
             if board.needs_rebuild(snap):
                 t0 = time.perf_counter()
                 board.rebuild(snap)
                 self.inspect.attach(board)
                 log.info("session %s: views rebuilt in %.2f s", self.session_id, time.perf_counter() - t0)
-                self._last_mosaic = 0.0
-            now = time.monotonic()
-            heavy = (force or now - self._last_mosaic >= self.seat.mosaic_interval(MOSAIC_MIN_INTERVAL)
-                     or snap.state != "running")
-            heavy = heavy and self._mosaic_snap is not snap
+                due = True
+            heavy = self._mosaic_snap is not snap and (force or due or self.seat.mosaics_at_once(snap))
             board.update(snap, heavy)
             self.inspect.update(snap, heavy)
             if heavy:
                 self._mosaic_snap, self._mosaic_version = snap, snap.version
-                self._last_mosaic = now
+                self._last_mosaic = time.monotonic()
             busy = " — ".join(x for x in (self.seat.line(), self._busy) if x)
             self.status.object = views.status_html(snap, busy, self._loaded_msg, self._mosaic_version)
             self._buttons(snap)
             self.library.update(snap, self._page_shown)
+        self.seat.drawn(time.thread_time() - cpu)      # sending included: the hold ends above
 
     def _buttons(self, snap):
         if not self._page_shown:   # Bokeh 3.9 fails on a button's `disabled` that changes before it is drawn
@@ -662,6 +661,7 @@ class Lab(pn.viewable.Viewer):
 def build() -> pn.template.BootstrapTemplate:
     """The page of one browser tab: a fresh Lab in the Bootstrap template."""
     session.local_resources()
+    session.share_the_gil()
     pn.extension(notifications=True)
     lab = Lab()
     page = layout.page(lab, favicon=str(ASSETS / "favicon.svg"), logo=str(ASSETS / "logo.svg"))

@@ -103,6 +103,18 @@ def session_id() -> str:
     return pn.state.curdoc.session_context.id if served() else f"local-{id(pn.state.curdoc)}"
 
 
+SWITCH_INTERVAL = 0.001   # s: how long a thread waiting for the GIL waits before it asks for it (Python: 0.005)
+
+
+def share_the_gil() -> None:
+    """A served process: the event loop (every tab's redraw and sending) and the trainers' threads hand the
+    GIL to each other within SWITCH_INTERVAL. With Python's 5 ms, each socket write of the event loop and
+    each return of a trainer from a Numba kernel (which runs without the GIL) waited up to 5 ms for the other
+    thread's Python code: in a class of 30 followers (bench_sessions.py, py-spy), the event loop spent most
+    of its wall time waiting (18 % of a core of CPU, ~100 % busy), in ``socket.send`` and in trivial calls."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+
+
 def local_resources():
     """Give the session's document its local resource URL before any component is built.
 

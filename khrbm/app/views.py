@@ -17,6 +17,7 @@ import numpy as np
 
 from ..core.metrics import BAR_MATCH, bar_selectivity
 from ..tiles import MAX_TILES, grid_shape, receptive_fields, tile_boxes
+from ..train.snapshot import checksum
 from . import feed
 
 ARM_COLORS = {"A": "#D55E00", "B": "#0072B2"}   # Okabe-Ito vermillion / blue: one colour per arm
@@ -265,21 +266,23 @@ class MosaicView:
         if key is not None and not self.sent.new("W", key):
             return
 
-        def compute():
-            rf = receptive_fields(W, n_pixels, self.image_shape, max_units=self.n_tiles, gap=self.gap)
-            image = np.flipud(feed.codes(rf["mosaic"], -1.0, 1.0))                 # Bokeh: row 0 at the bottom
-            return image, np.round(rf["peak"][:self.n_tiles], 3)
-        inputs = ("mosaic", key, n_pixels, tuple(self.image_shape), self.n_tiles, self.gap)
-        image, peak = compute() if key is None else feed.SHARED.get(inputs, compute)
-        self.image.data = {"image": [image]}
         m = self.n_tiles
-        patch = {"maxw": peak}
-        if wins is not None and len(wins) >= m:
-            patch["wins"] = [str(int(v)) for v in np.asarray(wins)[:m]]
-            patch["inhibited"] = [str(int(v)) for v in np.asarray(inhibited)[:m]]
-        else:
-            patch["wins"] = patch["inhibited"] = ["n/a in TD / off"] * m
-        if self.sent.new("boxes", repr(patch)):
+
+        def compute():
+            rf = receptive_fields(W, n_pixels, self.image_shape, max_units=m, gap=self.gap)
+            image = np.ascontiguousarray(np.flipud(feed.codes(rf["mosaic"], -1.0, 1.0)))  # Bokeh: row 0 at the bottom
+            patch = {"maxw": np.round(rf["peak"][:m], 3)}
+            if wins is not None and len(wins) >= m:
+                patch["wins"] = [str(int(v)) for v in np.asarray(wins)[:m]]
+                patch["inhibited"] = [str(int(v)) for v in np.asarray(inhibited)[:m]]
+            else:
+                patch["wins"] = patch["inhibited"] = ["n/a in TD / off"] * m
+            return image, patch
+        counts = None if wins is None or inhibited is None else checksum(np.asarray(wins), np.asarray(inhibited))
+        inputs = ("mosaic", key, counts, n_pixels, tuple(self.image_shape), m, self.gap)
+        image, patch = compute() if key is None else feed.SHARED.get(inputs, compute)
+        self.image.data = {"image": [image]}
+        if self.sent.new("boxes", inputs if key is not None else repr(patch)):
             self.boxes.data = {**dict(self.boxes.data), **patch}
 
 
@@ -319,18 +322,21 @@ class ImageView:
         _colorbar(fig, shown, bar_title)
         self.sent = feed.Changes()
 
-    def update(self, image: np.ndarray, title: str | None = None):
+    def update(self, image: np.ndarray, title: str | None = None, key=None):
+        """Show ``image`` unless it is the one shown (``key``: what names it, e.g. ``feed.frame_key``; else its
+        values are compared)."""
         if title is not None and self.fig.title.text != title:
             self.fig.title.text = title
         img = np.asarray(image, dtype=np.float32)
-        if not self.sent.new("image", img):
+        if not self.sent.new("image", img if key is None else key):
             return
         if self.kind == "counts":
             top = float(np.nanmax(img)) if img.size else 0.0
             self.mapper.high = max(top, 10.0)          # log scale from 1 (0: the lowest colour) to the top
-            self.src.data = {"image": [np.flipud(img)]}
+            shown = img
         else:
-            self.src.data = {"image": [np.flipud(feed.codes(img, 0.0, 1.0))]}
+            shown = feed.codes(img, 0.0, 1.0)
+        self.src.data = {"image": [np.ascontiguousarray(np.flipud(shown))]}   # (else Bokeh copies it per tab)
 
 
 class BarsView:
