@@ -100,7 +100,7 @@ def parts_drawn(tab, parts=PARTS):
 
 def test_a_click_on_a_tile_or_a_pixel_opens_that_unit(khrbm_app_server, khrbm_browser):  # noqa: F811
     url, _log = khrbm_app_server
-    tab = Tab(khrbm_browser, f"{url}?preset=bars&compare=false")
+    tab = Tab(khrbm_browser, f"{url}?preset=bars&compare=false&epochs=2000")   # still training at the Pause
     try:
         assert not tab.page.locator(".khrbm-inspect").first.is_visible()
         tab.click(".khrbm-start")
